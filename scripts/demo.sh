@@ -1,0 +1,100 @@
+#!/bin/sh
+# demo.sh - a local clustermail demo: build, then run one node on loopback
+# with a demo user, all state under /var/tmp/clustermail-demo.
+#
+# usage: scripts/demo.sh [start|stop|status]
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+demo=${CLUSTERMAIL_DEMO_DIR:-/var/tmp/clustermail-demo}
+build="$top/build"
+conf="$demo/clustermail.conf"
+daemon="$build/src/daemon/clustermaild"
+ctl="$build/src/ctl/clustermailctl"
+
+demo_stop() {
+	if [ -f "$demo/demo1.pid" ] && kill "$(cat "$demo/demo1.pid")" 2>/dev/null; then
+		echo "demo: stopping clustermaild (pid $(cat "$demo/demo1.pid"))"
+		for _ in $(seq 1 100); do
+			[ -f "$demo/demo1.pid" ] || break
+			sleep 0.1
+		done
+	fi
+}
+
+demo_config() {
+	mkdir -p "$demo"
+	if [ ! -f "$demo/tls.crt" ]; then
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+			-nodes -days 365 -subj /CN=localhost \
+			-keyout "$demo/tls.key" -out "$demo/tls.crt" 2>/dev/null
+	fi
+	user=clustermail
+	[ "$(id -u)" -eq 0 ] || user=$(id -un)
+	# Readable by mail_user, so that a reload (SIGHUP) can re-read them.
+	chown "$user" "$demo" "$demo/tls.key" 2>/dev/null || true
+	cat > "$conf" <<CONF
+# clustermail demo configuration (see clustermail.conf(5))
+spool_dir = $demo/spool
+users_file = $demo/users
+control_socket = $demo/%n.sock
+pid_file = $demo/%n.pid
+tls_cert = $demo/tls.crt
+tls_key = $demo/tls.key
+mail_user = $user
+local_domains = example.com
+log_target = stderr
+log_level = info
+
+[node demo1]
+listen_imap = 127.0.0.1:10143
+listen_imaps = 127.0.0.1:10993
+listen_pop3 = 127.0.0.1:10110
+listen_pop3s = 127.0.0.1:10995
+listen_smtp = 127.0.0.1:10025
+listen_submission = 127.0.0.1:10587
+listen_submissions = 127.0.0.1:10465
+listen_lmtp = 127.0.0.1:10024
+metrics_listen = 127.0.0.1:19100
+CONF
+	if ! "$ctl" -c "$conf" --node demo1 user list | grep -qx 'demo@example.com'; then
+		printf 'demo\n' | "$ctl" -c "$conf" --node demo1 user add demo@example.com --password-stdin
+	fi
+}
+
+demo_start() {
+	"$top/scripts/deps.sh"
+	"$top/scripts/build.sh" "$build"
+	demo_stop
+	demo_config
+	# --foreground in the background keeps the log in a file even on
+	# machines without a syslog daemon.
+	nohup "$daemon" -c "$conf" --node demo1 --foreground \
+		>>"$demo/demo1.log" 2>&1 </dev/null &
+	for _ in $(seq 1 100); do
+		"$ctl" -c "$conf" --node demo1 status >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"$ctl" -c "$conf" --node demo1 status || {
+		echo "demo: clustermaild did not start; log:" >&2
+		tail -n 20 "$demo/demo1.log" >&2
+		exit 1
+	}
+	cat <<MSG
+
+clustermail demo is running (node demo1, log: $demo/demo1.log)
+  demo user:   demo@example.com, password: demo
+  health:      curl http://127.0.0.1:19100/health
+  metrics:     curl http://127.0.0.1:19100/metrics
+  status:      $ctl -c $conf --node demo1 status
+  IMAP:        curl -v imap://127.0.0.1:10143/   (protocols arrive in later releases;
+               today every listener answers "not implemented" and closes)
+  stop:        $top/scripts/demo.sh stop
+MSG
+}
+
+case "${1:-start}" in
+start) demo_start ;;
+stop) demo_stop ;;
+status) "$ctl" -c "$conf" --node demo1 status ;;
+*) echo "usage: $0 [start|stop|status]" >&2; exit 64 ;;
+esac
