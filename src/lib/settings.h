@@ -1,0 +1,103 @@
+#ifndef CM_SETTINGS_H
+#define CM_SETTINGS_H
+/*
+ * settings - clustermail's configuration: the keys, their defaults, their
+ * validation, and the selection of per-node overrides.
+ *
+ * The file (default /etc/clustermail/clustermail.conf) is the same on every
+ * node. Global "key = value" lines come first; "[node NAME]" sections
+ * override keys for the node called NAME. The node a process acts as is the
+ * --node argument, or else the host's short name (gethostname up to the
+ * first dot). Every section is validated, not only the selected one, so a
+ * typo for another node is caught on every node.
+ *
+ * In path values "%n" expands to the node name and "%%" to "%".
+ *
+ * This file knows key names but no mail logic; the parser itself is
+ * config.c.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include "log.h"
+#include "net.h"
+#include "str.h"
+
+#define SETTINGS_DEFAULT_PATH SYSCONFDIR "/clustermail/clustermail.conf"
+
+enum settings_lock_backend {
+	SETTINGS_LOCK_FCNTL,	/* default */
+	SETTINGS_LOCK_DLM,
+	SETTINGS_LOCK_LOCAL,
+};
+
+/* Protocol listeners, in the order of the listen_* keys. */
+enum settings_service {
+	SETTINGS_SERVICE_IMAP,
+	SETTINGS_SERVICE_IMAPS,
+	SETTINGS_SERVICE_POP3,
+	SETTINGS_SERVICE_POP3S,
+	SETTINGS_SERVICE_SMTP,
+	SETTINGS_SERVICE_SUBMISSION,
+	SETTINGS_SERVICE_SUBMISSIONS,
+	SETTINGS_SERVICE_LMTP,
+	SETTINGS_SERVICE_COUNT
+};
+
+struct settings_listen {
+	bool enabled;		/* false when the value is empty (the default) */
+	char *spec;		/* the value as written, owned; NULL when off */
+	struct net_addr addr;	/* parsed spec */
+};
+
+struct settings {
+	char *node_name;		/* owned; default: the selected node */
+	char *spool_dir;		/* owned; default /srv/clustermail */
+	enum settings_lock_backend lock_backend;
+	struct settings_listen listen[SETTINGS_SERVICE_COUNT];
+	char *tls_cert;			/* owned; NULL when unset */
+	char *tls_key;			/* owned; NULL when unset */
+	char *users_file;		/* owned; default SYSCONFDIR/clustermail/users */
+	struct str_array local_domains;	/* lowercased; default empty */
+	char *control_socket;		/* owned; default RUNSTATEDIR/clustermail/%n.sock */
+	char *pid_file;			/* owned; default RUNSTATEDIR/clustermail/%n.pid */
+	struct settings_listen metrics_listen;	/* default off */
+	char *mail_user;		/* owned; default "clustermail" */
+	enum log_level log_level;	/* default info */
+	enum log_target log_target;	/* log_target = stderr|syslog; default stderr */
+	struct net_cidr *trusted_networks;	/* owned array */
+	unsigned int trusted_network_count;	/* default: 127.0.0.0/8 ::1 */
+	unsigned int workers;		/* worker threads; 0 (default) = CPUs */
+	uint64_t shutdown_timeout_msecs; /* SIGTERM drain limit; default 30s */
+};
+
+/* Load and validate path for the given node (NULL = host short name).
+   Returns 0 with *set_r filled (free with settings_free), or -1 with a
+   message "FILE:LINE: reason" (or "FILE: reason") in *error_r, which the
+   caller frees. Unknown keys, bad values, duplicate keys in one section,
+   and inconsistent combinations (e.g. listen_imaps without tls_cert and
+   tls_key) are all errors. */
+int settings_load(const char *path, const char *node,
+		  struct settings **set_r, char **error_r);
+void settings_free(struct settings **set);
+
+/* Key name of a service's listener ("listen_imap") and its short
+   protocol name ("imap"). */
+const char *settings_service_key(enum settings_service service);
+const char *settings_service_name(enum settings_service service);
+/* Is the service implicit TLS (imaps, pop3s, submissions)? */
+bool settings_service_is_implicit_tls(enum settings_service service);
+const char *settings_lock_backend_name(enum settings_lock_backend backend);
+/* Is the peer on a trusted network (plaintext auth allowed)? */
+bool settings_is_trusted(const struct settings *set,
+			 const struct sockaddr *peer);
+/* The host's short name (owned by the caller). */
+char *settings_default_node_name(void);
+
+/* For SIGHUP: names (comma-separated, caller frees) of keys that differ
+   between old and new but only take effect at restart (listeners,
+   spool_dir, node_name, lock_backend, mail_user, control_socket,
+   pid_file, metrics_listen, workers); NULL if none. */
+char *settings_restart_only_changes(const struct settings *old_set,
+				    const struct settings *new_set);
+
+#endif
