@@ -1,0 +1,67 @@
+/*
+ * cmd-status.c - `clustermailctl status`: ask the running daemon of this
+ * node how it is.
+ *
+ * The daemon answers in JSON; --json prints that document unchanged, and
+ * the human form prints each value on its own "name: value" line.
+ */
+#include "lib/lib.h"
+#include "lib/json.h"
+#include "ctl.h"
+#include "control-client.h"
+
+#include <stdio.h>
+
+#define STATUS_TIMEOUT_MSECS 10000
+
+struct status_print {
+	bool human;		/* print the name: value lines */
+	bool error_seen;	/* the daemon answered {"error": ...} */
+};
+
+/* status_print_value - one "name: value" line of the human form */
+static void status_print_value(const char *path, enum json_type type,
+			       const char *value, void *context)
+{
+	struct status_print *print = context;
+	char label[128];
+
+	if (strcmp(path, "error") == 0)
+		print->error_seen = true;
+	if (!print->human)
+		return;
+	if (type == JSON_TYPE_BOOL)
+		value = strcmp(value, "true") == 0 ? "yes" : "no";
+	snprintf(label, sizeof(label), "%s:", path);
+	printf("%-24s %s\n", label, value);
+}
+
+int cmd_status(struct ctl *ctl, int argc, char **argv)
+{
+	struct status_print print = { .human = false };
+	char *reply, *error;
+	const char *parse_error;
+	int ret;
+
+	if (argc != 1) {
+		ctl_error("usage: clustermailctl status [--json]");
+		return CTL_EXIT_USAGE;
+	}
+	ret = control_client_request(ctl->set->control_socket, "status",
+				     STATUS_TIMEOUT_MSECS, &reply, &error);
+	if (ret != CTL_EXIT_OK) {
+		ctl_error("%s", error);
+		free(error);
+		return ret;
+	}
+	print.human = !ctl->json;
+	if (json_parse(reply, status_print_value, &print, &parse_error) < 0) {
+		ctl_error("malformed reply from the daemon: %s", parse_error);
+		free(reply);
+		return CTL_EXIT_IOERR;
+	}
+	if (ctl->json)
+		printf("%s\n", reply);
+	free(reply);
+	return print.error_seen ? CTL_EXIT_FAILURE : CTL_EXIT_OK;
+}

@@ -1,0 +1,18 @@
+#ifndef CM_CONTROL_CLIENT_H
+#define CM_CONTROL_CLIENT_H
+/*
+ * control-client - one request/reply exchange with a running clustermaild
+ * over its control socket (see src/daemon/control.c for the protocol:
+ * a command line in, one line of JSON out).
+ */
+
+/* Send command (no newline) to the daemon listening at socket_path and
+   read its one-line JSON reply (without the newline; caller frees).
+   Returns a CTL_EXIT_* code: OK; UNAVAILABLE when no daemon listens;
+   NOPERM when the socket may not be opened; TEMPFAIL on timeout; IOERR on
+   a broken exchange. On failure *error_r gets a message (caller frees). */
+int control_client_request(const char *socket_path, const char *command,
+			   unsigned int timeout_msecs, char **reply_r,
+			   char **error_r);
+
+#endif
