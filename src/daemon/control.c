@@ -1,0 +1,221 @@
+/*
+ * control.c - the unix control socket that clustermailctl and the OCF
+ * agent talk to.
+ *
+ * Protocol: the client sends one command per line ("status", "reload",
+ * "ping", "help"); the daemon answers each with exactly one line of JSON.
+ * A failed command answers {"error":"..."}. Several commands may be sent on
+ * one connection. Access control is the socket file's mode (0660, owned by
+ * mail_user): whoever may open it is an administrator.
+ */
+#include "lib/lib.h"
+#include "lib/buffer.h"
+#include "lib/json.h"
+#include "lib/str.h"
+#include "io/acceptor.h"
+#include "io/connection.h"
+#include "io/ioloop.h"
+#include "daemon.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+#define CONTROL_LINE_MAX 1024
+
+struct control_client {
+	/* The current line was too long: drop input up to its newline. */
+	bool skip_line;
+};
+
+static struct ioloop *control_loop;
+static struct acceptor *control_acceptor;
+static unsigned int control_client_seq;
+
+/* control_status - the "status" reply */
+static void control_status(struct json_writer *w)
+{
+	struct daemon_config *config = daemon_config_get();
+	time_t started = daemon_start_time();
+
+	json_object_begin(w);
+	json_kv_string(w, "node", daemon_node_name());
+	json_kv_string(w, "version", PACKAGE_VERSION);
+	json_kv_uint(w, "pid", (uint64_t)getpid());
+	json_kv_uint(w, "started", (uint64_t)started);
+	json_kv_uint(w, "uptime_seconds", (uint64_t)(time(NULL) - started));
+	json_kv_bool(w, "draining", daemon_is_draining());
+	json_kv_uint(w, "config_generation", config->generation);
+	json_kv_string(w, "spool_dir", config->set->spool_dir);
+	json_kv_string(w, "lock_backend",
+		       settings_lock_backend_name(config->set->lock_backend));
+	json_kv_uint(w, "workers", workers_running());
+	json_kv_uint(w, "connections_total", metrics_connections_total_current());
+	json_key(w, "connections");
+	json_object_begin(w);
+	for (int i = 0; i < SETTINGS_SERVICE_COUNT; i++) {
+		json_kv_uint(w, settings_service_name((enum settings_service)i),
+			     metrics_connections_current((enum settings_service)i));
+	}
+	json_object_end(w);
+	json_key(w, "listeners");
+	json_object_begin(w);
+	for (int i = 0; i < SETTINGS_SERVICE_COUNT; i++) {
+		const struct settings_listen *listen = &config->set->listen[i];
+
+		if (listen->enabled)
+			json_kv_string(w, settings_service_name((enum settings_service)i),
+				       listen->spec);
+	}
+	json_object_end(w);
+	json_object_end(w);
+	daemon_config_put(&config);
+}
+
+/* control_error - {"error": message} */
+static void control_error(struct json_writer *w, const char *message)
+{
+	json_object_begin(w);
+	json_kv_string(w, "error", message);
+	json_object_end(w);
+}
+
+/* control_reload - the "reload" reply (same as SIGHUP) */
+static void control_reload(struct json_writer *w)
+{
+	char *error = NULL;
+	uint64_t generation;
+
+	if (daemon_reload(&generation, &error) < 0) {
+		control_error(w, error);
+		free(error);
+		return;
+	}
+	json_object_begin(w);
+	json_kv_bool(w, "reloaded", true);
+	json_kv_uint(w, "config_generation", generation);
+	json_object_end(w);
+}
+
+/* control_execute - run one command line, reply into out */
+static void control_execute(const char *line, struct buffer *out)
+{
+	struct json_writer w;
+
+	json_init(&w, out);
+	metrics_control_request();
+	if (strcmp(line, "status") == 0) {
+		control_status(&w);
+	} else if (strcmp(line, "ping") == 0) {
+		json_object_begin(&w);
+		json_kv_bool(&w, "pong", true);
+		json_object_end(&w);
+	} else if (strcmp(line, "reload") == 0) {
+		control_reload(&w);
+	} else if (strcmp(line, "help") == 0) {
+		json_object_begin(&w);
+		json_key(&w, "commands");
+		json_array_begin(&w);
+		json_string(&w, "status");
+		json_string(&w, "reload");
+		json_string(&w, "ping");
+		json_string(&w, "help");
+		json_array_end(&w);
+		json_object_end(&w);
+	} else {
+		char message[128];
+
+		snprintf(message, sizeof(message), "unknown command '%.64s'", line);
+		control_error(&w, message);
+	}
+	buffer_append_byte(out, '\n');
+}
+
+/* control_skip_long_line - drop input up to the end of an over-long line;
+   returns true once the next line starts */
+static bool control_skip_long_line(struct buffer *input)
+{
+	char *newline = memchr(input->data, '\n', input->used);
+
+	if (newline == NULL) {
+		buffer_reset(input);
+		return false;
+	}
+	buffer_consume(input, (size_t)(newline - (char *)input->data) + 1);
+	return true;
+}
+
+static void control_input(struct connection *conn)
+{
+	struct control_client *client = connection_context(conn);
+	struct buffer *input = connection_input(conn);
+	struct buffer reply;
+	char *newline;
+
+	buffer_init(&reply, 0);
+	for (;;) {
+		if (client->skip_line) {
+			if (!control_skip_long_line(input))
+				break;
+			client->skip_line = false;
+		}
+		newline = memchr(input->data, '\n', input->used);
+		if (newline != NULL) {
+			size_t len = (size_t)(newline - (char *)input->data);
+			char *line = mem_strndup((const char *)input->data, len);
+
+			buffer_consume(input, len + 1);
+			control_execute(str_trim(line), &reply);
+			free(line);
+		} else if (input->used >= CONTROL_LINE_MAX) {
+			/* Answer once, then skip the rest of that line: the
+			   client stays usable and we never buffer more than
+			   one line. */
+			buffer_append_str(&reply, "{\"error\":\"line too long\"}\n");
+			client->skip_line = true;
+		} else {
+			break;
+		}
+	}
+	if (reply.used > 0 && connection_write(conn, reply.data, reply.used) < 0)
+		connection_abort(conn, "control reply too large for a slow reader");
+	buffer_clear(&reply);
+}
+
+static void control_destroyed(struct connection *conn, const char *reason)
+{
+	log_id_debug(connection_id(conn), "control client gone: %s", reason);
+	free(connection_context(conn));
+}
+
+static const struct connection_callbacks control_callbacks = {
+	.input = control_input,
+	.destroyed = control_destroyed,
+};
+
+static void control_accepted(void *context, int fd, const struct sockaddr *peer,
+			     socklen_t peer_len)
+{
+	struct connection_settings set = {
+		.input_limit = CONTROL_LINE_MAX + 1,
+		.idle_timeout_msecs = 60 * 1000,
+	};
+	char id[32];
+
+	snprintf(id, sizeof(id), "control-%u", ++control_client_seq);
+	set.id = id;
+	(void)connection_create(control_loop, fd, NULL, 0, &set,
+				&control_callbacks,
+				mem_zalloc(sizeof(struct control_client)));
+}
+
+void control_start(struct ioloop *loop, int listen_fd)
+{
+	control_loop = loop;
+	control_acceptor = acceptor_create(loop, listen_fd, "control socket",
+					   control_accepted, NULL);
+}
+
+void control_stop(void)
+{
+	acceptor_stop(&control_acceptor, NULL);
+}

@@ -1,0 +1,109 @@
+#ifndef CM_DAEMON_H
+#define CM_DAEMON_H
+/*
+ * daemon.h - clustermaild's parts and how they meet.
+ *
+ * Threads:
+ *   main      one ioloop: signals (signalfd), the control socket, the
+ *             metrics/health HTTP endpoint, reload and drain coordination.
+ *   worker-N  one ioloop each: accepts on every protocol listener and runs
+ *             the sessions it accepted until they end.
+ *   pool      blocking calls (iopool), completing back into either loop.
+ *
+ * Configuration is shared as a reference-counted snapshot (struct
+ * daemon_config): a session takes a reference when it starts and keeps
+ * seeing the same settings and TLS certificate until it ends, while SIGHUP
+ * swaps in a new snapshot for sessions that start later.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "lib/settings.h"
+
+struct connection;
+struct ioloop;
+struct iopool;
+struct tls_context;
+
+/* One immutable configuration snapshot. */
+struct daemon_config {
+	atomic_uint refcount;
+	struct settings *set;		/* owned */
+	struct tls_context *tls;	/* owned reference; NULL without TLS */
+	uint64_t generation;		/* 1 at start, +1 per successful reload */
+};
+
+/* Take a reference to the current snapshot (any thread). */
+struct daemon_config *daemon_config_get(void);
+/* Drop a reference; sets *config = NULL. */
+void daemon_config_put(struct daemon_config **config);
+
+/* --- metrics.c: process-wide counters (atomics; any thread) --- */
+void metrics_connection_opened(enum settings_service service);
+void metrics_connection_closed(enum settings_service service);
+void metrics_tls_handshake_failed(enum settings_service service);
+void metrics_accept_error(void);
+void metrics_control_request(void);
+void metrics_http_request(void);
+unsigned int metrics_connections_current(enum settings_service service);
+unsigned int metrics_connections_total_current(void);
+/* Append the Prometheus text exposition of every metric to out. */
+struct buffer;
+void metrics_format(struct buffer *out);
+
+/* --- worker.c: worker threads --- */
+/* Start count workers, each accepting on the given listener fds
+   (fds[service] = -1 when the service is off). */
+void workers_start(unsigned int count, const int listen_fds[SETTINGS_SERVICE_COUNT],
+		   struct iopool *pool);
+/* Ask every worker to stop accepting and to finish its sessions; when a
+   worker has no session left it exits. Thread-safe. */
+void workers_drain(void);
+/* Close every remaining session at once (drain timeout). */
+void workers_abort(void);
+/* Number of workers with accepts still pending (0 once every worker has
+   stopped accepting: the listening sockets may then be closed). */
+unsigned int workers_accepting(void);
+/* Number of workers still running (their threads not yet finished). */
+unsigned int workers_running(void);
+/* Join the finished workers and free them; call after workers_running()
+   reached 0. */
+void workers_join(void);
+
+/* --- listener.c: what a worker does with an accepted socket --- */
+/* Start a session for fd accepted on service's listener. */
+void listener_session_start(struct ioloop *loop, enum settings_service service,
+			    int fd, const struct sockaddr *peer,
+			    socklen_t peer_len);
+/* A new session id for logs ("imap-000001c8"); returns out. */
+const char *listener_session_id(enum settings_service service, char out[32]);
+
+/* --- control.c: the unix control socket (main loop) --- */
+/* Start serving on the already listening unix socket fd. */
+void control_start(struct ioloop *loop, int listen_fd);
+void control_stop(void);
+
+/* --- http.c: /metrics and /health (main loop) --- */
+void http_start(struct ioloop *loop, int listen_fd);
+void http_stop(void);
+
+/* --- privilege.c --- */
+/* If running as root, switch to mail_user for good (panics if root could
+   be regained). Otherwise keep the current user and say so in the log.
+   chown_paths (NULL-terminated) are given to mail_user first. Fatal on
+   failure (unknown user, setuid failure). */
+void privilege_drop(const char *mail_user, const char *const *chown_paths);
+
+/* --- main.c: daemon-wide state queried by the parts above --- */
+time_t daemon_start_time(void);
+/* Reload the configuration file (SIGHUP does the same). Returns 0 with
+   the new generation, or -1 with a message (caller frees); on failure the
+   running configuration stays. Main loop only. */
+int daemon_reload(uint64_t *generation_r, char **error_r);
+bool daemon_is_draining(void);
+const char *daemon_node_name(void);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * metrics.c - process-wide counters and their Prometheus text exposition.
+ *
+ * Counters are plain atomics updated from any thread; formatting reads
+ * them without a lock (a scrape may see counters from slightly different
+ * instants, which Prometheus tolerates).
+ */
+#include "lib/lib.h"
+#include "lib/buffer.h"
+#include "io/ioloop.h"
+#include "daemon.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <time.h>
+
+static atomic_uint_fast64_t metrics_conn_total[SETTINGS_SERVICE_COUNT];
+static atomic_uint metrics_conn_current[SETTINGS_SERVICE_COUNT];
+static atomic_uint_fast64_t metrics_tls_failures[SETTINGS_SERVICE_COUNT];
+static atomic_uint_fast64_t metrics_accept_errors;
+static atomic_uint_fast64_t metrics_control_requests;
+static atomic_uint_fast64_t metrics_http_requests;
+
+void metrics_connection_opened(enum settings_service service)
+{
+	atomic_fetch_add(&metrics_conn_total[service], 1);
+	atomic_fetch_add(&metrics_conn_current[service], 1);
+}
+
+void metrics_connection_closed(enum settings_service service)
+{
+	atomic_fetch_sub(&metrics_conn_current[service], 1);
+}
+
+void metrics_tls_handshake_failed(enum settings_service service)
+{
+	atomic_fetch_add(&metrics_tls_failures[service], 1);
+}
+
+void metrics_accept_error(void)
+{
+	atomic_fetch_add(&metrics_accept_errors, 1);
+}
+
+void metrics_control_request(void)
+{
+	atomic_fetch_add(&metrics_control_requests, 1);
+}
+
+void metrics_http_request(void)
+{
+	atomic_fetch_add(&metrics_http_requests, 1);
+}
+
+unsigned int metrics_connections_current(enum settings_service service)
+{
+	return atomic_load(&metrics_conn_current[service]);
+}
+
+unsigned int metrics_connections_total_current(void)
+{
+	unsigned int total = 0;
+
+	for (int i = 0; i < SETTINGS_SERVICE_COUNT; i++)
+		total += atomic_load(&metrics_conn_current[i]);
+	return total;
+}
+
+/* metrics_header - the HELP and TYPE lines of one metric family */
+static void metrics_header(struct buffer *out, const char *name,
+			   const char *type, const char *help)
+{
+	buffer_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* metrics_per_service - one family with a service label per protocol */
+static void metrics_per_service(struct buffer *out, const char *name,
+				const char *type, const char *help,
+				uint64_t (*value)(int service))
+{
+	metrics_header(out, name, type, help);
+	for (int i = 0; i < SETTINGS_SERVICE_COUNT; i++) {
+		buffer_printf(out, "%s{service=\"%s\"} %" PRIu64 "\n", name,
+			      settings_service_name((enum settings_service)i),
+			      value(i));
+	}
+}
+
+static uint64_t metrics_value_conn_total(int service)
+{
+	return atomic_load(&metrics_conn_total[service]);
+}
+
+static uint64_t metrics_value_conn_current(int service)
+{
+	return atomic_load(&metrics_conn_current[service]);
+}
+
+static uint64_t metrics_value_tls_failures(int service)
+{
+	return atomic_load(&metrics_tls_failures[service]);
+}
+
+/* metrics_scalar - one family with a single unlabelled sample */
+static void metrics_scalar(struct buffer *out, const char *name,
+			   const char *type, const char *help, uint64_t value)
+{
+	metrics_header(out, name, type, help);
+	buffer_printf(out, "%s %" PRIu64 "\n", name, value);
+}
+
+void metrics_format(struct buffer *out)
+{
+	struct ioloop_stats io;
+	time_t now = time(NULL);
+
+	ioloop_get_stats(&io);
+	metrics_header(out, "clustermail_build_info", "gauge",
+		       "Build and node information (always 1).");
+	buffer_printf(out, "clustermail_build_info{version=\"%s\",node=\"%s\"} 1\n",
+		      PACKAGE_VERSION, daemon_node_name());
+	metrics_scalar(out, "clustermail_start_time_seconds", "gauge",
+		       "Unix time the daemon started.",
+		       (uint64_t)daemon_start_time());
+	metrics_scalar(out, "clustermail_uptime_seconds", "gauge",
+		       "Seconds since the daemon started.",
+		       (uint64_t)(now - daemon_start_time()));
+	metrics_scalar(out, "clustermail_draining", "gauge",
+		       "1 while the daemon drains before stopping.",
+		       daemon_is_draining() ? 1 : 0);
+	metrics_per_service(out, "clustermail_connections", "gauge",
+			    "Open client connections.", metrics_value_conn_current);
+	metrics_per_service(out, "clustermail_connections_total", "counter",
+			    "Client connections accepted.", metrics_value_conn_total);
+	metrics_per_service(out, "clustermail_tls_handshake_failures_total",
+			    "counter", "TLS handshakes that failed.",
+			    metrics_value_tls_failures);
+	metrics_scalar(out, "clustermail_accept_errors_total", "counter",
+		       "Errors accepting connections.",
+		       atomic_load(&metrics_accept_errors));
+	metrics_scalar(out, "clustermail_control_requests_total", "counter",
+		       "Requests on the control socket.",
+		       atomic_load(&metrics_control_requests));
+	metrics_scalar(out, "clustermail_http_requests_total", "counter",
+		       "Requests on the metrics/health endpoint.",
+		       atomic_load(&metrics_http_requests));
+	metrics_scalar(out, "clustermail_io_submitted_total", "counter",
+		       "Operations submitted to io_uring.", io.submitted);
+	metrics_scalar(out, "clustermail_io_completed_total", "counter",
+		       "I/O operations completed.", io.completed);
+	metrics_scalar(out, "clustermail_io_fallbacks_total", "counter",
+		       "Operations run on the blocking pool because io_uring lacked them.",
+		       io.fallbacks);
+	metrics_scalar(out, "clustermail_io_blocking_jobs_total", "counter",
+		       "Blocking calls run on the pool.", io.blocking_jobs);
+}
