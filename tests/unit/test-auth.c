@@ -42,20 +42,7 @@ static void tmp_setup(void)
 /* tmp_teardown - remove the directory and everything in it (flat) */
 static void tmp_teardown(void)
 {
-	DIR *dir = opendir(tmp_dir);
-	struct dirent *d;
-	char path[512];
-
-	if (dir == NULL)
-		return;
-	while ((d = readdir(dir)) != NULL) {
-		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", tmp_dir, d->d_name);
-		if (unlink(path) < 0)
-			(void)rmdir(path);
-	}
-	closedir(dir);
+	unit_remove_dir_contents(tmp_dir);
 	(void)rmdir(tmp_dir);
 }
 

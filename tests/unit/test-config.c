@@ -29,20 +29,7 @@ static char *test_error;
 /* remove_dir_contents - unlink every entry of test_dir */
 static void remove_dir_contents(void)
 {
-	DIR *dir = opendir(test_dir);
-	struct dirent *d;
-	char path[512];
-
-	if (dir == NULL)
-		return;
-	while ((d = readdir(dir)) != NULL) {
-		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", test_dir, d->d_name);
-		if (unlink(path) < 0)
-			(void)rmdir(path);
-	}
-	closedir(dir);
+	unit_remove_dir_contents(test_dir);
 }
 
 /* The directory is made and removed by unchecked fixtures, which run in

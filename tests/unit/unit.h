@@ -8,8 +8,11 @@
  * automake; a test program that cannot run here prints why first.
  */
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #define UNIT_EXIT_SKIP 77
 
@@ -32,6 +35,26 @@ static inline void unit_skip(const char *reason)
 {
 	printf("SKIP: %s\n", reason);
 	exit(UNIT_EXIT_SKIP);
+}
+
+/* Remove every entry of a flat test directory (files, and empty
+   subdirectories), keeping the directory itself. */
+static inline void unit_remove_dir_contents(const char *path)
+{
+	DIR *dir = opendir(path);
+	struct dirent *d;
+	char entry[512];
+
+	if (dir == NULL)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		snprintf(entry, sizeof(entry), "%s/%s", path, d->d_name);
+		if (unlink(entry) < 0)
+			(void)rmdir(entry);
+	}
+	closedir(dir);
 }
 
 #endif
