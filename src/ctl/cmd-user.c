@@ -220,9 +220,11 @@ static int cmd_user_prompt(const char *prompt, char *buf, size_t size)
 	noecho.c_lflag = (noecho.c_lflag & ~(tcflag_t)ECHO) | ECHONL;
 	cmd_user_caught_signal = 0;
 	cmd_user_catch_signals(saved, false);
+	/* Echo off (flushing type-ahead) before the prompt shows: what is
+	   typed after the prompt must never be thrown away. */
+	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
 	fprintf(stderr, "%s", prompt);
 	fflush(stderr);
-	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
 	len = cmd_user_read_line(STDIN_FILENO, buf, size - 1);
 	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
 	cmd_user_catch_signals(saved, true);

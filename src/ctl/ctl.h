@@ -13,6 +13,7 @@
 
 #define CTL_EXIT_OK		0
 #define CTL_EXIT_FAILURE	1	/* the operation was refused or failed */
+#define CTL_EXIT_INCONSISTENT	2	/* index check found inconsistencies */
 #define CTL_EXIT_USAGE		64	/* EX_USAGE: bad command line */
 #define CTL_EXIT_DATAERR	65	/* EX_DATAERR: bad input data */
 #define CTL_EXIT_NOUSER		67	/* EX_NOUSER: no such user */
@@ -39,5 +40,11 @@ void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
    code from the list above. */
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
+/* The spool commands (see store-setup.h). */
+int cmd_deliver(struct ctl *ctl, int argc, char **argv);
+int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
+int cmd_index(struct ctl *ctl, int argc, char **argv);
+int cmd_quota(struct ctl *ctl, int argc, char **argv);
+int cmd_acl(struct ctl *ctl, int argc, char **argv);
 
 #endif

@@ -20,11 +20,21 @@ struct ctl_command {
 	int (*run)(struct ctl *ctl, int argc, char **argv);
 	bool needs_settings;
 	const char *summary;
+	/* Exit code when the configuration does not load; 0 = CTL_EXIT_CONFIG.
+	   An LDA must not bounce mail over a broken config: TEMPFAIL. */
+	int config_error_exit;
 };
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status", cmd_status, true, "show the running daemon's status" },
 	{ "user", cmd_user, true, "add, delete, list users; set passwords" },
+	{ "deliver", cmd_deliver, true, "deliver a message from stdin (LDA)",
+	  CTL_EXIT_TEMPFAIL },
+	{ "mailbox", cmd_mailbox, true,
+	  "list, create, delete, rename mailboxes; status" },
+	{ "index", cmd_index, true, "check or rebuild mailbox metadata" },
+	{ "quota", cmd_quota, true, "show or set a user's quota" },
+	{ "acl", cmd_acl, true, "show, set, delete mailbox ACL entries" },
 };
 
 void ctl_error(const char *fmt, ...)
@@ -135,7 +145,8 @@ int main(int argc, char **argv)
 	    settings_load(ctl.config_path, ctl.node, &ctl.set, &error) < 0) {
 		ctl_error("%s", error);
 		free(error);
-		return CTL_EXIT_CONFIG;
+		return command->config_error_exit != 0 ?
+			command->config_error_exit : CTL_EXIT_CONFIG;
 	}
 	ret = command->run(&ctl, argc, argv);
 	settings_free(&ctl.set);

@@ -90,13 +90,6 @@ void control_stop(void);
 void http_start(struct ioloop *loop, int listen_fd);
 void http_stop(void);
 
-/* --- privilege.c --- */
-/* If running as root, switch to mail_user for good (panics if root could
-   be regained). Otherwise keep the current user and say so in the log.
-   chown_paths (NULL-terminated) are given to mail_user first. Fatal on
-   failure (unknown user, setuid failure). */
-void privilege_drop(const char *mail_user, const char *const *chown_paths);
-
 /* --- main.c: daemon-wide state queried by the parts above --- */
 time_t daemon_start_time(void);
 /* Reload the configuration file (SIGHUP does the same). Returns 0 with

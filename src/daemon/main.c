@@ -21,6 +21,7 @@
 #include "lib/net.h"
 #include "lib/str.h"
 #include "lib/settings.h"
+#include "lib/privilege.h"
 #include "io/connection.h"
 #include "io/ioloop.h"
 #include "io/iopool.h"

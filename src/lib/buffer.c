@@ -1,7 +1,7 @@
 /*
  * buffer.c - auto-growing, binary-safe byte buffer with an optional cap.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "buffer.h"
 
 #include <stdio.h>

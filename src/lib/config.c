@@ -8,7 +8,7 @@
  * and every error can still point at its line. Nothing here knows what a
  * key means: that is the schema's parse functions' job.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "buffer.h"
 #include "config.h"
 #include "str.h"

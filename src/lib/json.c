@@ -1,7 +1,7 @@
 /*
  * json.c - a small JSON writer.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "buffer.h"
 #include "json.h"
 

@@ -1,7 +1,7 @@
 /*
  * log.c - one line per event, to stderr or syslog.
  */
-#include "lib.h"
+#include "lib/lib.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * mem.c - allocation that succeeds or terminates.
  */
-#include "lib.h"
+#include "lib/lib.h"
 
 #include <stdio.h>
 #include <stdlib.h>

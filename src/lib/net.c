@@ -1,7 +1,7 @@
 /*
  * net.c - socket addresses, CIDR matching, listening sockets.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "net.h"
 #include "str.h"
 

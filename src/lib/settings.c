@@ -11,7 +11,7 @@
  * Path values keep "%n" until all values are merged, because node_name
  * itself may be overridden in a section and %n means the effective name.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "buffer.h"
 #include "config.h"
 #include "settings.h"

@@ -1,7 +1,7 @@
 /*
  * str.c - small string helpers.
  */
-#include "lib.h"
+#include "lib/lib.h"
 #include "str.h"
 
 #include <ctype.h>

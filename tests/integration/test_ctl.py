@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import signal
 import stat
 import subprocess
 import time
@@ -315,7 +316,15 @@ def run_on_terminal(ctl, args, answers):
             os.write(fd, answer.encode() + b"\n")
         output += read_until(fd, "\x00never")  # to EOF
     finally:
-        _, status = os.waitpid(pid, 0)
+        # Never hang the suite on a child still waiting for input.
+        done, status = os.waitpid(pid, os.WNOHANG)
+        deadline = time.monotonic() + 10
+        while done == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
         os.close(fd)
     return os.waitstatus_to_exitcode(status), output
 

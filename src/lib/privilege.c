@@ -1,6 +1,9 @@
 /*
  * privilege.c - drop root for good, once, early.
  *
+ * Used by clustermaild and by clustermailctl (which does spool work as
+ * mail_user, as an LDA would).
+ *
  * The daemon binds its ports, opens the control socket and pid file and
  * reads the TLS key as root, then becomes mail_user before it serves a
  * single client. There is no way back: after setuid() we check that
@@ -8,7 +11,7 @@
  * regain root would make every later bug a root compromise).
  */
 #include "lib/lib.h"
-#include "daemon.h"
+#include "privilege.h"
 
 #include <grp.h>
 #include <pwd.h>

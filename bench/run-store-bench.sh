@@ -1,0 +1,46 @@
+#!/bin/sh
+# run-store-bench.sh - the mailbox store benchmark against Dovecot (issue
+# item 10): LDA deliveries per second (1 and 4 processes, one mailbox and
+# many), in-process API deliveries, and open+sync of a 100,000-message
+# mailbox cold and warm. See bench/README and store-bench.py.
+#
+#   bench/run-store-bench.sh [BUILDDIR] [store-bench.py options]
+#
+# BUILDDIR (default: the current directory) holds the built
+# src/ctl/clustermailctl and tests/torture/torture. Dovecot comes from
+# Debian's packages: dovecot-core is installed with apt-get when it is
+# missing and we are root (nothing else is installed). Environment:
+# BENCH_DIR is where the temporary spools go (default /var/tmp: use a
+# disk-backed file system, fsync on tmpfs measures nothing).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+builddir=.
+case "${1:-}" in
+-*|"") ;;
+*) builddir=$1; shift ;;
+esac
+
+for prog in src/ctl/clustermailctl tests/torture/torture; do
+	if [ ! -x "$builddir/$prog" ]; then
+		echo "run-store-bench: $builddir/$prog is not built (make first)" >&2
+		exit 1
+	fi
+done
+
+if [ ! -x /usr/lib/dovecot/dovecot-lda ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "run-store-bench: installing dovecot-core (for dovecot-lda)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-core \
+			>/dev/null || {
+			apt-get update -q >/dev/null &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				dovecot-core >/dev/null
+		}
+	else
+		echo "run-store-bench: no dovecot-lda and cannot install it:" \
+			"clustermail figures only" >&2
+	fi
+fi
+
+exec "${PYTHON3:-python3}" "$here/store-bench.py" --builddir "$builddir" "$@"

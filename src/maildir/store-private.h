@@ -1,0 +1,86 @@
+#ifndef CM_STORE_PRIVATE_H
+#define CM_STORE_PRIVATE_H
+/*
+ * store-private.h - shared internals of src/maildir. Not for other parts.
+ */
+#include "lib/lib.h"
+#include "store.h"
+
+struct store {
+	char *spool_dir;
+	char *node_name;		/* sanitized for file names */
+	struct lock_client *locks;
+	uint64_t lock_timeout_msecs;
+	uint64_t tmp_grace_secs;
+	uint64_t log_compact_bytes;
+	int spool_fd;			/* O_PATH|O_DIRECTORY */
+};
+
+struct store_user {
+	struct store *store;
+	struct sio *sio;
+	char *name;			/* canonical address */
+	char *rel_path;			/* "domain/localpart" */
+	char *path;			/* absolute root */
+	int root_fd;			/* O_DIRECTORY of the root */
+	struct lock *lock;		/* the user lock (class USER) */
+	unsigned int lock_depth;	/* nested store_user_lock() calls */
+	struct store_status_cache *status_cache;	/* store.c */
+	char error[256];
+};
+
+/* Unique file names: "<secs>.M<usecs>P<pid>Q<counter>.<node>". */
+#define STORE_UNIQUE_MAX 128
+void store_unique_name(struct store *store, char name_r[STORE_UNIQUE_MAX]);
+/* A new UIDVALIDITY, never handed out before for this user (caller holds
+   the user lock EX). */
+int store_next_uidvalidity(struct store_user *user, uint32_t *uidvalidity_r);
+/* Special-use bits of a mailbox directory (0 if none). */
+unsigned int store_mailbox_special_use(struct store_user *user,
+				       const char *dir);
+void store_status_cache_clear(struct store_user *user);
+
+/* Set the user-visible error and return result (for `return set_error()`).
+   Also logs at debug level. */
+int store_set_error(struct store_user *user, int result, const char *fmt, ...)
+	ATTR_FORMAT(3, 4);
+/* Log errno-style failure of op on path (error level) and set a TEMP
+   error; returns STORE_ERR_TEMP. err is a -errno value. */
+int store_io_error(struct store_user *user, const char *op, const char *path,
+		   int err);
+
+/* The user lock: EX for create/delete/rename/subscriptions/quota limits/
+   ACL changes, PR for listing. Nested calls are counted (the mode of the
+   first call wins; asking EX inside PR panics). Returns STORE_OK or TEMP. */
+int store_user_lock(struct store_user *user, enum lock_mode mode);
+void store_user_unlock(struct store_user *user);
+
+/* Directory (relative to the user root) of a mailbox by any valid name;
+   BADNAME with the error set otherwise. */
+int store_mailbox_dir(struct store_user *user, const char *name,
+		      char **canonical_r, char **dir_r);
+
+/* Small files (subscriptions, quota, ACL, mailbox attributes): read the
+   whole file (NOTFOUND if missing; at most 1 MiB), and replace it
+   atomically and durably (tmp file, fsync, rename, directory fsync).
+   path is relative to the user root. */
+int store_file_read(struct store_user *user, const char *path,
+		    char **data_r, size_t *size_r);
+int store_file_replace(struct store_user *user, const char *path,
+		       const void *data, size_t size);
+
+/* subscriptions.c: the subscribed names (canonical), sorted. */
+int store_subscriptions_read(struct store_user *user, char ***names_r,
+			     size_t *count_r);
+void store_names_free(char **names, size_t count);
+
+/* quota.c: would adding bytes/messages exceed the limits? OK or
+   OVERQUOTA (error set). Reads the limits file and, only when a limit is
+   set, the usage. */
+int store_quota_check(struct store_user *user, uint64_t add_bytes,
+		      uint64_t add_messages);
+
+/* acl.c: ACL file of a mailbox directory ("clustermail.acl" inside it). */
+#define STORE_ACL_FILE "clustermail.acl"
+
+#endif
