@@ -44,35 +44,42 @@ CONTEXT_LINES = 12
 
 
 class Journal:
-    """All journal lines, parsed, with a way back to the raw text."""
+    """All journal lines, kept raw (a long run has millions), parsed as
+    they are walked."""
 
     def __init__(self):
-        self.lines = []          # (where, type, fields, raw)
+        self.files = []          # (segment, [raw lines])
+        self.count = 0
 
     def load(self, directory):
         names = sorted(n for n in os.listdir(directory) if n.endswith(".log"))
         # init.log first: it holds the initial UIDVALIDITYs
         names.sort(key=lambda n: (n != "init.log", n))
-        segments = []
         for name in names:
-            seg = name[:-4]
-            segments.append(seg)
             with open(os.path.join(directory, name), encoding="utf-8",
                       errors="replace") as f:
-                for no, raw in enumerate(f, 1):
-                    raw = raw.rstrip("\n")
-                    parts = raw.split(" ")
-                    if len(parts) < 2:
-                        # a line cut by SIGKILL mid-write cannot happen
-                        # with one write(2), but say so if it does
-                        self.lines.append((f"{seg}:{no}", "garbled", [], raw))
-                        continue
-                    self.lines.append((f"{seg}:{no}", parts[1], parts[2:], raw))
-        return segments
+                lines = f.read().splitlines()
+            self.files.append((name[:-4], lines))
+            self.count += len(lines)
+        return [seg for seg, _ in self.files]
+
+    def walk(self):
+        """(where, type, fields, raw) for every line, file by file"""
+        for seg, lines in self.files:
+            for no, raw in enumerate(lines, 1):
+                parts = raw.split(" ")
+                if len(parts) < 2:
+                    # one write(2) per line: a SIGKILL cannot cut one
+                    yield f"{seg}:{no}", "garbled", [], raw
+                else:
+                    yield f"{seg}:{no}", parts[1], parts[2:], raw
 
     def mentioning(self, token, limit=CONTEXT_LINES):
-        out = [f"    {w}: {raw}" for (w, _, _, raw) in self.lines
-               if token in raw.split(" ")]
+        out = []
+        for seg, lines in self.files:
+            for no, raw in enumerate(lines, 1):
+                if token in raw and token in raw.split(" "):
+                    out.append(f"    {seg}:{no}: {raw}")
         if len(out) > limit:
             out = out[:limit // 2] + [f"    ... {len(out) - limit} more"] + \
                 out[-limit // 2:]
@@ -147,7 +154,7 @@ class Checker:
         pending = {}             # segment -> (type, fields, where)
         last = {}                # per segment: (user, box) -> maxima
         cur_seg = None
-        for where, typ, f, raw in self.j.lines:
+        for where, typ, f, raw in self.j.walk():
             seg = seg_of(where)
             if seg != cur_seg:
                 cur_seg, last = seg, {}
@@ -399,13 +406,15 @@ class Checker:
                 self.violation(f"{user} {box}: UID {uid} ({mid}) {how} at "
                                f"{where} is gone, and no logged expunge or "
                                "move covers it", mid)
+        present_mids = {key: set(p.values()) for key, p in present.items()}
+        expunged_mids = {
+            key: {self.mid_of.get((key[0], key[1], uid), (None,))[0]
+                  for uid in uids}
+            for key, uids in self.maybe_expunged.items()}
         for user, box, mid, where in self.acked_deliveries:
-            p = present.get((user, box), {})
-            if mid in p.values():
-                continue
-            covered = any(self.mid_of.get((user, box, uid), (None,))[0] == mid
-                          for uid in self.maybe_expunged[(user, box)])
-            if not covered:
+            key = (user, box)
+            if mid not in present_mids.get(key, ()) and \
+                    mid not in expunged_mids.get(key, ()):
                 self.violation(f"{user} {box}: {mid} delivered at {where} "
                                "is gone, and no logged expunge or move "
                                "covers it", mid)
@@ -456,7 +465,7 @@ class Checker:
 
     def report(self, boxes):
         total = sum(len(b["msgs"]) for b in boxes.values())
-        print(f"check-spool: {len(self.j.lines)} journal lines; acknowledged:"
+        print(f"check-spool: {self.j.count} journal lines; acknowledged:"
               f" {dict(sorted(self.acks.items()))}; refused (TEMP):"
               f" {dict(sorted(self.store_temp.items()))}; unresolved intents "
               f"(killed mid-operation): {len(self.unresolved)}; final "

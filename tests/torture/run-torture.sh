@@ -49,6 +49,7 @@ result=1
 
 # cleanup - kill and reap every process we started; drop the work dir
 # unless something failed (or TORTURE_KEEP is set)
+# shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
 	for n in "${!pid[@]}"; do
 		kill -KILL "${pid[$n]}" 2>/dev/null
