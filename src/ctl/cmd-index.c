@@ -92,12 +92,7 @@ static int cmd_index_check_json(const struct store_setup *setup,
 	struct json_writer w;
 	struct buffer json;
 
-	buffer_init(&json, 0);
-	json_init(&w, &json);
-	json_object_begin(&w);
-	json_kv_string(&w, "user", setup->address);
-	json_key(&w, "mailboxes");
-	json_array_begin(&w);
+	store_setup_json_list_begin(setup, &w, &json, "mailboxes");
 	for (size_t i = 0; i < report->checked.count; i++)
 		json_string(&w, report->checked.items[i]);
 	json_array_end(&w);
@@ -190,12 +185,7 @@ static int cmd_index_rebuild_report(const struct store_setup *setup,
 			       setup->address);
 		return store_setup_flush();
 	}
-	buffer_init(&json, 0);
-	json_init(&w, &json);
-	json_object_begin(&w);
-	json_kv_string(&w, "user", setup->address);
-	json_key(&w, "rebuilt");
-	json_array_begin(&w);
+	store_setup_json_list_begin(setup, &w, &json, "rebuilt");
 	for (size_t i = 0; i < rebuilt->count; i++)
 		json_string(&w, rebuilt->items[i]);
 	json_array_end(&w);

@@ -113,12 +113,7 @@ static int cmd_mailbox_list_json(const struct store_setup *setup,
 	struct json_writer w;
 	struct buffer json;
 
-	buffer_init(&json, 0);
-	json_init(&w, &json);
-	json_object_begin(&w);
-	json_kv_string(&w, "user", setup->address);
-	json_key(&w, "mailboxes");
-	json_array_begin(&w);
+	store_setup_json_list_begin(setup, &w, &json, "mailboxes");
 	for (size_t i = 0; i < count; i++) {
 		json_object_begin(&w);
 		json_kv_string(&w, "name", entries[i].name);
@@ -210,12 +205,7 @@ static int cmd_mailbox_status_json(const struct store_setup *setup,
 	struct json_writer w;
 	struct buffer json;
 
-	buffer_init(&json, 0);
-	json_init(&w, &json);
-	json_object_begin(&w);
-	json_kv_string(&w, "user", setup->address);
-	json_key(&w, "mailboxes");
-	json_array_begin(&w);
+	store_setup_json_list_begin(setup, &w, &json, "mailboxes");
 	for (size_t i = 0; i < count; i++) {
 		const struct store_status *st = &rows[i].status;
 

@@ -331,6 +331,18 @@ int store_setup_flush(void)
 	return CTL_EXIT_OK;
 }
 
+void store_setup_json_list_begin(const struct store_setup *setup,
+				 struct json_writer *w, struct buffer *json,
+				 const char *list_key)
+{
+	buffer_init(json, 0);
+	json_init(w, json);
+	json_object_begin(w);
+	json_kv_string(w, "user", setup->address);
+	json_key(w, list_key);
+	json_array_begin(w);
+}
+
 int store_setup_print_json(struct buffer *json)
 {
 	buffer_append_byte(json, '\n');

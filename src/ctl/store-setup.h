@@ -40,6 +40,7 @@
 
 struct ctl;
 struct buffer;
+struct json_writer;
 struct option;
 
 /* Create the user's spool root and INBOX if missing (deliver, and the
@@ -77,6 +78,13 @@ int store_setup_error(const struct store_setup *setup, int result,
 /* The exit code for a store result (admin commands; deliver has its own
    table in cmd-deliver.c). */
 int store_setup_exit_code(int result);
+
+/* Start the JSON document most listings share: json initialised and
+   {"user": ADDRESS, LIST_KEY: [ written; the caller adds the items,
+   closes the array and the object, and prints it. */
+void store_setup_json_list_begin(const struct store_setup *setup,
+				 struct json_writer *w, struct buffer *json,
+				 const char *list_key);
 
 /* Flush stdout; an error writing it is CTL_EXIT_IOERR (printed). */
 int store_setup_flush(void);

@@ -69,19 +69,40 @@
  * (and makes those changes durable) before it stores the new stamp at
  * release; if it dies in between, the old stamp must not survive as
  * "valid", or the next holder would trust a cache that misses the
- * changes. So when EX is granted and the record is valid, we first
- * rewrite it as invalid and fdatasync() that (through io_fsync, off the
- * loop) before the grant is delivered: a crash of the process or of the
- * whole node after that point leaves the value invalid, which makes the
- * next holder rebuild. At release the EX holder writes its new value
- * (valid, sequence + 1), or, if it set none, restores the record it
- * found - not setting a value means "nothing the stamp covers changed".
- * Those writes need no fsync: if they are lost in a crash, the durable
- * state is the invalidated record, which is safe. The fdatasync costs one
- * journal commit per EX grant of a valid value; EX holders of mailboxes
- * fsync their own changes anyway. Records that are already invalid are
- * not rewritten, so locks that never carry a value (queue items) pay
- * nothing.
+ * changes. So the record has two parts: the last stored value, and an
+ * "EX holder at work" marker (the VALID flag cleared). When EX is granted
+ * on a valid record, we write the marker - the value stays in place - and
+ * at release the holder either stores its new value (valid, sequence +
+ * 1) or, if it set none, clears the marker again: not setting a value
+ * means "nothing the stamp covers changed". So after any EX holder that
+ * released normally, every reader on every node finds the value valid
+ * and a reader whose view matches it reads nothing of the mailbox's log
+ * (tests/unit/test-store.c: test_stamp_saves_log_reads). A holder that
+ * dies before its release leaves the marker, and the next holder finds
+ * the value invalid and rebuilds from disk.
+ *
+ * Durability of the marker. Who could trust a stale value after the
+ * holder died? If only the process died, its host's kernel still has the
+ * marker write: in the page cache, and on NFS the client flushes it to
+ * the server when it closes the dead process's descriptors, before the
+ * lock goes (close flushes, then the lock is dropped). Every later reader
+ * sees it without any fsync. If the whole host died, what matters is who
+ * survives with a cached view: on a file system that only this host
+ * mounts (ext4, xfs, btrfs, tmpfs ...), nobody - every process restarts
+ * with empty views, which load everything from disk and never consult
+ * the stamp for it. On a shared file system (NFS, GFS2, OCFS2, and any
+ * type we do not recognise), other nodes survive with views that the old
+ * stamp would match, while the dead holder's log records may be durable.
+ * There the marker must be durable before the holder can change
+ * anything: we fdatasync() it (through io_fsync, off the loop) before
+ * the grant is delivered. That costs one journal commit (on NFS one
+ * COMMIT) per EX grant of a valid value; EX holders of mailboxes fsync
+ * their own changes anyway. The release writes need no fsync: if they
+ * are lost in a crash, the durable state is the marker, which is safe.
+ * Records that are already invalid are not rewritten, so locks that
+ * never carry a value (queue items) pay nothing. (The environment
+ * variable CLUSTERMAIL_FCNTL_DURABLE=1 or =0 overrides the file system
+ * guess; the unit tests use it to run both paths.)
  *
  * Files and processes
  * -------------------
@@ -101,6 +122,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #define FCNTL_LOCK_DIR ".locks"
@@ -129,6 +151,8 @@ struct fcntl_client {
 	struct lock_client client;
 	int dir_fd;			/* SPOOL/.locks */
 	char *dir_path;			/* owned; for messages */
+	/* fdatasync the invalidation at EX grants (see "Crashes"). */
+	bool durable_invalidate;
 };
 
 struct fcntl_lock {
@@ -425,17 +449,19 @@ static int fcntl_granted(struct fcntl_lock *fl)
 	if (fl->lock.req_mode != LOCK_MODE_EX || !fl->record.valid)
 		return 0;
 
+	/* The marker: the value stays in the record, the flag says "an EX
+	   holder is at work". */
 	rec = fl->record;
 	rec.valid = false;
-	memset(rec.value, 0, sizeof(rec.value));
 	if (fcntl_record_write(fl, &rec) < 0) {
 		fcntl_undo(fl);
 		return -EIO;
 	}
 	/* Restore at release needs the value we found. */
 	fl->record.valid = true;
-	memcpy(fl->record.value, fl->lock.grant_value, LOCK_VALUE_SIZE);
 	fl->invalidated = true;
+	if (!fcntl_client(fl->lock.client)->durable_invalidate)
+		return 0;
 
 	lock_ref(&fl->lock);
 	io_request_init(&fl->sync_req, fcntl_sync_done, fl);
@@ -600,6 +626,30 @@ static int fcntl_open_dir(struct fcntl_client *fc, char **error_r)
 	return 0;
 }
 
+/* fcntl_local_fs - is the lock directory on a file system that only this
+   host mounts (so that no process outlives a crash of the host)? Unknown
+   types count as shared. */
+static bool fcntl_local_fs(int dir_fd)
+{
+	static const unsigned long local_types[] = {
+		0xEF53,		/* ext2/3/4 */
+		0x58465342,	/* xfs */
+		0x9123683E,	/* btrfs */
+		0x01021994,	/* tmpfs */
+		0xF2F52010,	/* f2fs */
+		0x794c7630,	/* overlayfs */
+	};
+	struct statfs sfs;
+
+	if (fstatfs(dir_fd, &sfs) < 0)
+		return false;
+	for (size_t i = 0; i < N_ELEMENTS(local_types); i++) {
+		if ((unsigned long)sfs.f_type == local_types[i])
+			return true;
+	}
+	return false;
+}
+
 /* fcntl_client_create - SPOOL/.locks, checked to be usable */
 static struct lock_client *
 fcntl_client_create(const struct lock_client_settings *set, char **error_r)
@@ -620,6 +670,11 @@ fcntl_client_create(const struct lock_client_settings *set, char **error_r)
 		free(fc);
 		return NULL;
 	}
+	fc->durable_invalidate = !fcntl_local_fs(fc->dir_fd);
+	/* Tests force either way ("1" or "0"). */
+	if (getenv("CLUSTERMAIL_FCNTL_DURABLE") != NULL)
+		fc->durable_invalidate =
+			strcmp(getenv("CLUSTERMAIL_FCNTL_DURABLE"), "1") == 0;
 	return &fc->client;
 }
 

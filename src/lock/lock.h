@@ -37,7 +37,8 @@
  * value as unknown too: the DLM hands out zeroes, not flagged invalid,
  * for a resource it has forgotten. An EX holder that dies before storing
  * leaves the value invalid (dlm: recovery invalidates it; fcntl: the
- * record is marked invalid, durably, before EX is granted). An EX holder
+ * record is marked "EX holder at work" before EX is granted - durably on
+ * shared file systems - and the mark is cleared by the release). An EX holder
  * that releases without lock_value_set() leaves the value as it was.
  *
  * Blocking callbacks: with dlm (and local), a holder is told when another

@@ -29,7 +29,13 @@
 #include "name.h"
 #include "store-private.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ---- rights ------------------------------------------------------------ */
@@ -363,7 +369,9 @@ int store_acl_get(struct store_user *user, const char *mailbox,
 	size_t count, n = 0;
 	int ret;
 
-	if ((ret = acl_read(user, mailbox, &rules, &count)) < 0)
+	if ((ret = store_rights_check(user, mailbox, ACL_RIGHT_ADMIN,
+				      NULL)) < 0 ||
+	    (ret = acl_read(user, mailbox, &rules, &count)) < 0)
 		return ret;
 	entries = mem_calloc(count + 1, sizeof(*entries));
 	acl_rights_format(ACL_RIGHTS_ALL, 0, rights);
@@ -392,6 +400,9 @@ void store_acl_free(struct store_acl_entry *entries, size_t count)
 	}
 	free(entries);
 }
+
+static bool shared_identifier_noted(const char *identifier);
+static int shared_note(struct store_user *user, const char *identifier);
 
 /* acl_update - the read-modify-write of store_acl_set(), user lock held */
 static int acl_update(struct store_user *user, const char *mailbox,
@@ -424,6 +435,12 @@ static int acl_update(struct store_user *user, const char *mailbox,
 		data = acl_rules_serialize(rules, count, &size);
 		ret = store_file_replace(user, path, data, size);
 		free(data);
+		/* A failed note is logged and does not undo the grant: the
+		   mailbox is then only missing from the grantee's LIST. */
+		if (ret == STORE_OK && new_rights != 0 &&
+		    !acl_identifier_is_negative(identifier) &&
+		    shared_identifier_noted(identifier))
+			(void)shared_note(user, identifier);
 	}
 	acl_rules_free(rules, count);
 	free(path);
@@ -454,6 +471,11 @@ int store_acl_set(struct store_user *user, const char *mailbox,
 		return store_set_error(user, STORE_ERR_CANNOT,
 				       "The owner's rights cannot be changed");
 	}
+	if ((ret = store_rights_check(user, mailbox, ACL_RIGHT_ADMIN,
+				      NULL)) < 0) {
+		free(normalized);
+		return ret;
+	}
 	if ((ret = store_user_lock(user, LOCK_MODE_EX)) == STORE_OK) {
 		ret = acl_update(user, mailbox, normalized, rights);
 		store_user_unlock(user);
@@ -469,6 +491,13 @@ int store_acl_rights(struct store_user *user, const char *mailbox,
 	size_t count;
 	int ret;
 
+	/* Anybody's rights but one's own (store_acl_myrights()) are the
+	   administrator's business (RFC 4314 LISTRIGHTS needs "a"). */
+	if (user->requester != NULL &&
+	    strcasecmp(identifier, user->requester) != 0 &&
+	    (ret = store_rights_check(user, mailbox, ACL_RIGHT_ADMIN,
+				      NULL)) < 0)
+		return ret;
 	if ((ret = acl_read(user, mailbox, &rules, &count)) < 0)
 		return ret;
 	acl_rights_format(acl_rights_effective(rules, count,
@@ -476,4 +505,315 @@ int store_acl_rights(struct store_user *user, const char *mailbox,
 					       identifier), 0, rights_r);
 	acl_rules_free(rules, count);
 	return STORE_OK;
+}
+
+/* ---- rights of the requester (shared mailboxes) -------------------------
+ * A store_user opened for another user's session (store_user_open_shared()
+ * or store_user_set_requester()) carries the requester's address; every
+ * operation of store.h that reads or changes a mailbox then asks for the
+ * rights it needs here. The ACL file is read each time (no lock, see the
+ * top): a revoked right takes effect for the next operation on any node.
+ */
+
+int store_rights_get(struct store_user *user, const char *mailbox,
+		     unsigned int *rights_r)
+{
+	struct acl_rule *rules;
+	size_t count;
+	int ret;
+
+	if (user->requester == NULL) {
+		*rights_r = ACL_RIGHTS_ALL;
+		return STORE_OK;
+	}
+	if ((ret = acl_read(user, mailbox, &rules, &count)) < 0)
+		return ret;
+	*rights_r = acl_rights_effective(rules, count, store_user_name(user),
+					 user->requester);
+	acl_rules_free(rules, count);
+	return STORE_OK;
+}
+
+int store_rights_refuse(struct store_user *user, const char *mailbox,
+			unsigned int rights)
+{
+	/* RFC 4314 4: without "l" the mailbox's existence is not revealed;
+	   the answer is the one a missing mailbox gets. */
+	if ((rights & (ACL_RIGHT_LOOKUP | ACL_RIGHT_READ)) == 0) {
+		return store_set_error(user, STORE_ERR_NOTFOUND,
+				       "Mailbox doesn't exist: %s", mailbox);
+	}
+	return store_set_error(user, STORE_ERR_NOPERM,
+			       "Permission denied on %s", mailbox);
+}
+
+int store_rights_check(struct store_user *user, const char *mailbox,
+		       unsigned int need, unsigned int *rights_r)
+{
+	unsigned int rights;
+	int ret;
+
+	if ((ret = store_rights_get(user, mailbox, &rights)) < 0)
+		return ret;
+	if (rights_r != NULL)
+		*rights_r = rights;
+	if ((rights & need) != need)
+		return store_rights_refuse(user, mailbox, rights);
+	return STORE_OK;
+}
+
+int store_mailbox_myrights(struct store_user *user, const char *mailbox,
+			   unsigned int *rights_r)
+{
+	int ret;
+
+	if ((ret = store_rights_get(user, mailbox, rights_r)) < 0)
+		return ret;
+	if (*rights_r == 0)
+		return store_rights_refuse(user, mailbox, 0);
+	return STORE_OK;
+}
+
+int store_acl_myrights(struct store_user *user, const char *mailbox,
+		       char rights_r[16])
+{
+	unsigned int rights;
+	int ret;
+
+	if ((ret = store_mailbox_myrights(user, mailbox, &rights)) < 0)
+		return ret;
+	acl_rights_format(rights, 0, rights_r);
+	return STORE_OK;
+}
+
+/* ---- the shared registry -------------------------------------------------
+ * Which users have granted a given identifier any right? Scanning every
+ * user's ACL files at each LIST would cost O(users x mailboxes) reads and
+ * could not be bounded, so store_acl_set() notes each grant in a small
+ * spool-wide registry: SPOOL/.shared/<identifier> (identifier escaped,
+ * see shared_file_name()) holds one owner address per line. It is only
+ * a hint: the rights themselves are always read from the owner's ACL
+ * files, so a stale line (rights revoked, user removed) costs one
+ * store_user_open() at LIST and shows nothing. A grant appends a line
+ * (O_APPEND, one short write: atomic on local filesystems, GFS2 and
+ * OCFS2) unless the owner is listed already; two nodes racing may write
+ * the same owner twice, which readers merge. Lines are never removed
+ * (revocations are rare and harmless here); the file is bounded by the
+ * number of distinct owners that ever granted this identifier a right.
+ */
+#define SHARED_DIR ".shared"
+#define SHARED_FILE_MAX (1024 * 1024)
+#define SHARED_OWNERS_MAX 10000
+
+/* shared_file_name - ".shared/<identifier>" with every byte outside
+   [a-z0-9@._+-] (and a leading '.') written as %XX */
+static char *shared_file_name(const char *identifier)
+{
+	struct buffer buf;
+	char *path;
+
+	buffer_init(&buf, 0);
+	buffer_append_str(&buf, SHARED_DIR "/");
+	for (const char *p = identifier; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '@' || c == '_' || c == '+' || c == '-' ||
+		    (c == '.' && p != identifier))
+			buffer_append_byte(&buf, c);
+		else
+			buffer_printf(&buf, "%%%02X", c);
+	}
+	path = mem_strdup(buffer_cstr(&buf));
+	buffer_clear(&buf);
+	return path;
+}
+
+/* shared_read - the registry file of identifier (NUL-terminated); an
+   empty string when it is missing */
+static int shared_read(struct store_user *user, const char *identifier,
+		       char **data_r)
+{
+	struct store *store = user->store;
+	char *path = shared_file_name(identifier);
+	struct stat st;
+	ssize_t n;
+	int fd, ret = STORE_OK;
+
+	*data_r = NULL;
+	fd = sio_openat(user->sio, store->spool_fd, path, O_RDONLY, 0);
+	if (fd == -ENOENT) {
+		*data_r = mem_strdup("");
+	} else if (fd < 0) {
+		ret = store_io_error(user, "open", path, fd);
+	} else if ((ret = sio_fstat(user->sio, fd, &st)) < 0) {
+		ret = store_io_error(user, "fstat", path, ret);
+	} else {
+		size_t size = st.st_size > SHARED_FILE_MAX ? SHARED_FILE_MAX :
+			(size_t)st.st_size;
+
+		*data_r = mem_zalloc(size + 1);
+		n = sio_pread(user->sio, fd, *data_r, size, 0);
+		if (n < 0) {
+			ret = store_io_error(user, "read", path, (int)n);
+			MEM_FREE(data_r);
+		} else {
+			(*data_r)[n] = '\0';
+		}
+	}
+	if (fd >= 0)
+		(void)sio_close(user->sio, fd);
+	free(path);
+	return ret;
+}
+
+/* shared_has_line - is line (without the newline) in data? */
+static bool shared_has_line(const char *data, const char *line)
+{
+	size_t len = strlen(line);
+
+	for (const char *p = data; *p != '\0'; ) {
+		const char *end = strchr(p, '\n');
+		size_t n = end == NULL ? strlen(p) : (size_t)(end - p);
+
+		if (n == len && memcmp(p, line, len) == 0)
+			return true;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	return false;
+}
+
+/* shared_note - remember that user granted identifier some right */
+static int shared_note(struct store_user *user, const char *identifier)
+{
+	struct store *store = user->store;
+	char *data, *path, *line;
+	ssize_t n;
+	int fd, ret;
+
+	if ((ret = shared_read(user, identifier, &data)) < 0)
+		return ret;
+	if (shared_has_line(data, user->name)) {
+		free(data);
+		return STORE_OK;
+	}
+	free(data);
+	ret = sio_mkdirat(user->sio, store->spool_fd, SHARED_DIR, 0700);
+	if (ret < 0 && ret != -EEXIST)
+		return store_io_error(user, "mkdir", SHARED_DIR, ret);
+	path = shared_file_name(identifier);
+	fd = sio_openat(user->sio, store->spool_fd, path,
+			O_WRONLY | O_CREAT | O_APPEND, 0600);
+	if (fd < 0) {
+		ret = store_io_error(user, "open", path, fd);
+		free(path);
+		return ret;
+	}
+	line = mem_printf("%s\n", user->name);
+	n = sio_pwrite(user->sio, fd, line, strlen(line), 0);
+	ret = n == (ssize_t)strlen(line) ? STORE_OK :
+		store_io_error(user, "write", path, n < 0 ? (int)n : -EIO);
+	if (ret == STORE_OK && (n = sio_fsync(user->sio, fd, true)) < 0)
+		ret = store_io_error(user, "fsync", path, (int)n);
+	(void)sio_close(user->sio, fd);
+	free(line);
+	free(path);
+	return ret;
+}
+
+/* shared_identifier_noted - is this an identifier the registry tracks? */
+static bool shared_identifier_noted(const char *identifier)
+{
+	char *path, *canonical;
+	const char *error;
+
+	if (strcmp(identifier, "anyone") == 0 ||
+	    strcmp(identifier, "authenticated") == 0)
+		return true;
+	if (name_user_path(identifier, &path, &canonical, &error) < 0)
+		return false;
+	free(path);
+	free(canonical);
+	return true;
+}
+
+/* shared_owners_add - the valid owner lines of data (other than self)
+   into the list, up to SHARED_OWNERS_MAX; duplicates are removed later */
+static void shared_owners_add(const char *data, const char *self,
+			      char ***owners, size_t *count)
+{
+	const char *p = data;
+
+	while (*p != '\0' && *count < SHARED_OWNERS_MAX) {
+		const char *end = strchr(p, '\n');
+		size_t n = end == NULL ? strlen(p) : (size_t)(end - p);
+		char *line = mem_strndup(p, n), *path, *canonical;
+		const char *error;
+
+		if (name_user_path(line, &path, &canonical, &error) == 0) {
+			free(path);
+			if (strcmp(canonical, self) == 0) {
+				free(canonical);
+			} else {
+				*owners = mem_realloc(*owners, (*count + 1) *
+						      sizeof(char *));
+				(*owners)[(*count)++] = canonical;
+			}
+		}
+		free(line);
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+}
+
+static int shared_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* shared_owners_unique - sort and drop duplicates */
+static void shared_owners_unique(char **owners, size_t *count)
+{
+	size_t n = 0;
+
+	if (*count == 0)
+		return;
+	qsort(owners, *count, sizeof(*owners), shared_name_cmp);
+	for (size_t i = 0; i < *count; i++) {
+		if (n > 0 && strcmp(owners[n - 1], owners[i]) == 0)
+			free(owners[i]);
+		else
+			owners[n++] = owners[i];
+	}
+	*count = n;
+}
+
+int store_shared_owners(struct store_user *user, char ***owners_r,
+			size_t *count_r)
+{
+	const char *ids[] = { user->name, "authenticated", "anyone" };
+	char **owners = NULL, *data;
+	size_t count = 0;
+	int ret;
+
+	for (size_t i = 0; i < N_ELEMENTS(ids); i++) {
+		if ((ret = shared_read(user, ids[i], &data)) < 0) {
+			store_names_free(owners, count);
+			return ret;
+		}
+		shared_owners_add(data, user->name, &owners, &count);
+		free(data);
+	}
+	shared_owners_unique(owners, &count);
+	*owners_r = owners;
+	*count_r = count;
+	return STORE_OK;
+}
+
+void store_shared_owners_free(char **owners, size_t count)
+{
+	store_names_free(owners, count);
 }

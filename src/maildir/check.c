@@ -238,6 +238,9 @@ int store_index_check(struct store_user *user, const char *mailbox,
 	size_t count;
 	int ret = STORE_OK;
 
+	if (user->requester != NULL)
+		return store_set_error(user, STORE_ERR_NOPERM,
+				       "Not allowed for another user's mailboxes");
 	if (mailbox != NULL) {
 		ret = check_mailbox(user, mailbox, &ctx);
 	} else {
@@ -470,6 +473,9 @@ int store_index_rebuild(struct store_user *user, const char *mailbox)
 	struct mailbox *box;
 	int ret;
 
+	if (user->requester != NULL)
+		return store_set_error(user, STORE_ERR_NOPERM,
+				       "Not allowed for another user's mailboxes");
 	if ((ret = mailbox_open_raw(user, mailbox, 0, &box)) < 0)
 		return ret;
 	ret = sio_lock(user->sio, box->lock, LOCK_MODE_EX, 0,

@@ -5,12 +5,17 @@
  * check.c. See mailbox.c for the file formats and the locking protocol.
  */
 #include <sys/types.h>
+#include <time.h>
 
 #include "store-private.h"
 
 #define MAILBOX_INDEX_FILE "clustermail.index"
 #define MAILBOX_LOG_FILE "clustermail.log"
 #define MAILBOX_ATTR_FILE "clustermail.mailbox"
+#define MAILBOX_CACHE_FILE "clustermail.cache"
+#define MAILBOX_NEW_HINT_FILE "clustermail.newseen"
+
+struct mailbox_cache;		/* cache.c */
 
 /* The version stamp (DESIGN invariant 3): exactly the lock value block. */
 struct mailbox_stamp {
@@ -58,6 +63,10 @@ struct mailbox {
 	   mailbox_sync() reports them. */
 	struct mail_record *recs;
 	uint32_t count, alloc;
+	/* Base names of the records loaded from the index, in one block
+	   (other bases are malloc'ed one by one; see view_base_free()). */
+	char *base_arena;
+	size_t base_arena_size;
 	char *keywords[STORE_MAX_KEYWORDS];
 	unsigned int kw_count;
 
@@ -73,6 +82,21 @@ struct mailbox {
 
 	unsigned int special_use;
 	uint64_t last_tmp_clean;
+
+	/* new/ as last seen empty by a sync (see mailbox_scan_new()). */
+	bool new_empty_known;
+	struct timespec new_mtime;
+	ino_t new_ino;
+
+	struct mailbox_cache *cache;	/* owned; cache.c */
+	/* Shared mailboxes: the requester's rights (ACL_RIGHT_*), refreshed
+	   at each mailbox_sync(); and whether the view owns its user. */
+	unsigned int rights;
+	bool owns_user;
+	/* The ACL file the rights were read from (inode 0: none/unread). */
+	bool acl_known;
+	ino_t acl_ino;
+	struct timespec acl_mtime;
 };
 
 /* One message entering a mailbox through new/ (save.c, copy). */
@@ -93,6 +117,10 @@ int mailbox_metadata_exists(struct store_user *user, const char *dir);
 /* Lock the mailbox and bring the view up to date (EX: also picks up
    new/). NOTFOUND if the mailbox was deleted or renamed away. */
 int mailbox_lock(struct mailbox *box, enum lock_mode mode);
+/* The same without waiting: MAILBOX_LOCK_BUSY if another handle holds a
+   conflicting lock right now. */
+#define MAILBOX_LOCK_BUSY 1
+int mailbox_lock_try(struct mailbox *box, enum lock_mode mode);
 void mailbox_unlock(struct mailbox *box);
 /* Under EX: move files from tmp/BASE to new/BASE and fsync new/. */
 int mailbox_files_tmp_to_new(struct mailbox *box,
@@ -104,6 +132,13 @@ int mailbox_add_files(struct mailbox *box, struct mailbox_new_file *files,
 /* Keyword names -> bitmask, adding to the table (logged) as needed. EX. */
 int mailbox_keywords_resolve(struct mailbox *box, const char *const *names,
 			     uint64_t *mask_r);
+/* The MAIL_* flags the rights (ACL_RIGHT_*) allow to change: \Seen for
+   "s", \Deleted for "t", the others for "w". */
+uint32_t mailbox_rights_flags(unsigned int rights);
+/* Bring the requester's rights on the view's mailbox up to date (no-op
+   for the owner): one stat of the ACL file, a read only when it changed
+   (cheap enough for every message a FETCH opens). */
+int mailbox_rights_refresh(struct mailbox *box);
 /* Maildir file name for a record: "base:2,FRS". */
 void mailbox_file_name(const char *base, uint32_t flags, char *buf,
 		       size_t size);
@@ -128,5 +163,15 @@ int mailbox_open_raw(struct store_user *user, const char *name,
 /* Load index + log into the view; STORE_ERR_CORRUPT with the reason in
    reason_r when damaged. Lock held. */
 int mailbox_load(struct mailbox *box, const char **reason_r);
+
+/* ---- the message cache (cache.c) ----
+   Called by mailbox.c only. note_locked: at the end of every locked sync
+   (PR or EX), remember the cache file's inode and size. write_locked: EX
+   held, before the release: write pending adds; compact the file when
+   log_compacted (the change log was just compacted) or when it is mostly
+   dead records. free: mailbox_close(). */
+void mailbox_cache_note_locked(struct mailbox *box);
+void mailbox_cache_write_locked(struct mailbox *box, bool log_compacted);
+void mailbox_cache_free(struct mailbox *box);
 
 #endif

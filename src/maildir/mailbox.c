@@ -35,6 +35,41 @@
  *   - After taking the lock, the directory is checked to be the one the
  *     view was opened on (same inode): a mailbox deleted or renamed by
  *     another node is noticed before anything is written into it.
+ *   - Version stamps pay off for every reader: after an EX holder stored
+ *     its stamp and released, the value is valid for everyone (the fcntl
+ *     backend only marks it "holder at work" while EX is held), and a
+ *     view whose state equals the stamp reads nothing of the log - a sync
+ *     then costs the directory check, the new/ check below and the
+ *     cache's fstatat.
+ *
+ * Skipping new/ (open and sync cost). Listing new/ is the expensive part
+ * of a sync of a big mailbox: an ext4 directory that once held 100,000
+ * deliveries stays megabytes long after it was emptied. So each sync
+ * stats new/ first, and skips the listing when this process (the store:
+ * any view, any session) listed that very directory (device, inode) and
+ * found it empty, and its mtime (with nanoseconds) is unchanged. Adding a
+ * file to new/ changes its mtime - but only to the file system's clock
+ * tick: a delivery landing in the same tick as the change before our
+ * listing would leave the mtime as it was, and be missed until the next
+ * change. So "empty" is remembered only from a stat taken when the mtime
+ * was already more than NEW_SETTLE_SECS old: any change after that stat
+ * gets a later time, whatever the tick. A zero tv_nsec may mean a file
+ * system with coarse (whole-second or worse) timestamps: then new/ is
+ * always listed. The rule assumes node clocks (and an NFS server's)
+ * agree within NEW_SETTLE_SECS, as NTP gives. On NFS a stat may be
+ * answered from the attribute cache (acdirmin and up), so there new/ is
+ * opened and fstat()ed instead: an open revalidates the attributes
+ * (close-to-open consistency). The stat is taken before the listing, so
+ * a delivery during the listing is either listed or changes the mtime.
+ * A fresh process (clustermailctl, a new daemon) knows nothing yet, so
+ * the same fact - "new/ with inode I and mtime T (settled) was listed
+ * empty" - is also kept in clustermail.newseen (32 bytes with a CRC),
+ * replaced by rename and not fsynced: it is a hint checked against a
+ * fresh stat, never trusted alone. It is written by whoever lists new/
+ * empty, also under PR - the one file a reader writes. That is safe
+ * because it states a fact that stays true (only T changing makes it
+ * moot, and then it no longer matches), two writers write equally true
+ * facts, and a rename never leaves a half-written file to read.
  *
  * Crash safety (what each step leaves behind):
  *   - Message files enter through new/ (delivery: tmp -> fsync -> link ->
@@ -59,8 +94,26 @@
  *     (rename). Between the two, the index names a generation the log
  *     does not have yet; the old log is then fully contained in the index
  *     and is replaced by an empty one of the right generation.
+ *
+ * The message cache (cache.c) rides on these lock sections and nothing
+ * else: mailbox_lock() ends every successful locked sync with
+ * mailbox_cache_note_locked() (what the cache file holds now), and
+ * mailbox_unlock() under EX calls mailbox_cache_write_locked() before
+ * the stamp is published (pending adds; compaction of the cache together
+ * with the log's). mailbox_cache_flush() uses mailbox_lock_try(), the
+ * NOQUEUE variant.
+ *
+ * Loading a big index (open cost). The file is read with one pread into
+ * one buffer, its CRC checked, the record array sized from the header
+ * count at once, and the base names copied into one arena block
+ * (box->base_arena) instead of one allocation each; records added later
+ * (log, deliveries) own their names, so every free of a base goes
+ * through view_base_free(), and a reload (new log generation) gives the
+ * expunged records it keeps for reporting their own copies before the
+ * old arena is freed.
  */
 #include "lib/lib.h"
+#include "acl.h"
 #include "mailbox-private.h"
 #include "name.h"
 
@@ -90,6 +143,8 @@ enum log_type {
 };
 
 #define SYNC_NEED_EX 1
+/* new/ must have been unchanged this long before "empty" is remembered. */
+#define NEW_SETTLE_SECS 2
 
 /* ---- byte buffers ------------------------------------------------------ */
 
@@ -274,11 +329,28 @@ static void view_append(struct mailbox *box, const struct mail_record *rec)
 	box->recs[box->count++] = *rec;
 }
 
+/* base_in_arena - is base a name inside arena (size bytes)? */
+static inline bool base_in_arena(const char *base, const char *arena,
+				 size_t size)
+{
+	return arena != NULL && base >= arena && base < arena + size;
+}
+
+/* view_base_free - free a record's base name unless the arena owns it */
+static void view_base_free(struct mailbox *box, const char *base)
+{
+	if (!base_in_arena(base, box->base_arena, box->base_arena_size))
+		free((char *)base);
+}
+
 static void view_clear(struct mailbox *box)
 {
 	for (uint32_t i = 0; i < box->count; i++)
-		free((char *)box->recs[i].base);
+		view_base_free(box, box->recs[i].base);
 	box->count = 0;
+	free(box->base_arena);
+	box->base_arena = NULL;
+	box->base_arena_size = 0;
 	for (unsigned int i = 0; i < box->kw_count; i++)
 		MEM_FREE(&box->keywords[i]);
 	box->kw_count = 0;
@@ -613,13 +685,31 @@ static void index_serialize(const struct mailbox *box, uint32_t gen,
 	bb_u32(b, crc(b->data, b->len));
 }
 
+/* rd_str_arena - like rd_str(), but the copy goes to *arena (advanced) */
+static const char *rd_str_arena(struct rd *r, char **arena)
+{
+	uint16_t len = rd_u16(r);
+	char *s = *arena;
+
+	if (r->bad || (size_t)(r->end - r->p) < len || len == 0 ||
+	    memchr(r->p, '\0', len) != NULL || memchr(r->p, '/', len) != NULL) {
+		r->bad = true;
+		return NULL;
+	}
+	memcpy(s, r->p, len);
+	s[len] = '\0';
+	r->p += len;
+	*arena += len + 1;
+	return s;
+}
+
 /* Parse an index into the (empty) view. */
 static bool index_parse(struct mailbox *box, const uint8_t *data, size_t size,
 			uint64_t *log_offset_r, const char **reason_r)
 {
 	struct rd r = { .p = data, .end = data + size };
 	uint32_t sum, count, kw_count, prev_uid = 0;
-	char magic[8];
+	char magic[8], *arena;
 
 	if (size < 8 + 4 || memcmp(data, INDEX_MAGIC, 8) != 0) {
 		*reason_r = "bad magic";
@@ -653,6 +743,19 @@ static bool index_parse(struct mailbox *box, const uint8_t *data, size_t size,
 		}
 		box->kw_count++;
 	}
+	/* Names take at most the file's bytes (each has a 2-byte length
+	   where the copy has a NUL). */
+	if (count > size / 16) {
+		*reason_r = "bad header";
+		return false;
+	}
+	if (box->alloc < count) {
+		box->alloc = count + 64;
+		box->recs = mem_realloc(box->recs, box->alloc * sizeof(*box->recs));
+	}
+	box->base_arena = mem_realloc(NULL, size);
+	box->base_arena_size = size;
+	arena = box->base_arena;
 	for (uint32_t i = 0; i < count; i++) {
 		struct mail_record rec = { 0 };
 
@@ -664,9 +767,8 @@ static bool index_parse(struct mailbox *box, const uint8_t *data, size_t size,
 		rec.vsize = rd_u64(&r);
 		rec.internaldate = (int64_t)rd_u64(&r);
 		rec.savedate = (int64_t)rd_u64(&r);
-		rec.base = rd_str(&r);
+		rec.base = rd_str_arena(&r, &arena);
 		if (r.bad || rec.uid <= prev_uid || rec.uid >= box->uidnext) {
-			free((char *)rec.base);
 			*reason_r = "bad message record";
 			return false;
 		}
@@ -835,7 +937,8 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 		(void)sio_close(sio, fd);
 		return store_io_error(box->user, "fstat", MAILBOX_INDEX_FILE, ret);
 	}
-	data = mem_zalloc((size_t)st.st_size + 1);
+	/* One read of the whole file; not zeroed (it is all overwritten). */
+	data = mem_realloc(NULL, (size_t)st.st_size + 1);
 	n = sio_pread(sio, fd, data, (size_t)st.st_size, 0);
 	(void)sio_close(sio, fd);
 	if (n < 0) {
@@ -950,8 +1053,58 @@ int mailbox_open_raw(struct store_user *user, const char *name,
 	box->lock = lock_create(user->store->locks, lock_name,
 				LOCK_CLASS_MAILBOX);
 	box->special_use = store_mailbox_special_use(user, dir);
+	box->rights = ACL_RIGHTS_ALL;
 	*box_r = box;
 	return STORE_OK;
+}
+
+uint32_t mailbox_rights_flags(unsigned int rights)
+{
+	uint32_t flags = 0;
+
+	if ((rights & ACL_RIGHT_SEEN) != 0)
+		flags |= MAIL_SEEN;
+	if ((rights & ACL_RIGHT_DELETE_MESSAGES) != 0)
+		flags |= MAIL_DELETED;
+	if ((rights & ACL_RIGHT_WRITE) != 0)
+		flags |= MAIL_ANSWERED | MAIL_FLAGGED | MAIL_DRAFT;
+	return flags;
+}
+
+int mailbox_rights_refresh(struct mailbox *box)
+{
+	struct stat st;
+	int ret;
+
+	if (box->user->requester == NULL)
+		return STORE_OK;
+	/* The ACL file is replaced with rename(): a change is a new inode
+	   (and mtime). */
+	ret = sio_fstatat(box->user->sio, box->dir_fd, STORE_ACL_FILE, &st, 0);
+	if (ret == -ENOENT)
+		memset(&st, 0, sizeof(st));
+	else if (ret < 0)
+		return store_io_error(box->user, "stat", STORE_ACL_FILE, ret);
+	if (box->acl_known && st.st_ino == box->acl_ino &&
+	    st.st_mtim.tv_sec == box->acl_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == box->acl_mtime.tv_nsec)
+		return STORE_OK;
+	if ((ret = store_rights_get(box->user, box->name, &box->rights)) < 0)
+		return ret;
+	box->acl_known = true;
+	box->acl_ino = st.st_ino;
+	box->acl_mtime = st.st_mtim;
+	return STORE_OK;
+}
+
+unsigned int mailbox_rights(const struct mailbox *box)
+{
+	return box->rights;
+}
+
+void mailbox_take_user(struct mailbox *box)
+{
+	box->owns_user = true;
 }
 
 int mailbox_open(struct store_user *user, const char *name,
@@ -961,6 +1114,12 @@ int mailbox_open(struct store_user *user, const char *name,
 	int ret;
 
 	*box_r = NULL;
+	if (user->requester != NULL &&
+	    (ret = store_rights_check(user, name,
+				      (flags & MAILBOX_OPEN_INSERT) != 0 ?
+				      ACL_RIGHT_INSERT : ACL_RIGHT_READ,
+				      NULL)) < 0)
+		return ret;
 	if ((ret = mailbox_open_raw(user, name, flags, &box)) < 0)
 		return ret;
 	if ((ret = mailbox_sync(box, 0, NULL)) < 0) {
@@ -978,6 +1137,7 @@ void mailbox_close(struct mailbox **_box)
 	if (box == NULL)
 		return;
 	*_box = NULL;
+	mailbox_cache_free(box);
 	view_clear(box);
 	pending_clear(box);
 	free(box->recs);
@@ -987,6 +1147,8 @@ void mailbox_close(struct mailbox **_box)
 	if (box->log_fd >= 0)
 		(void)sio_close(box->user->sio, box->log_fd);
 	(void)sio_close(box->user->sio, box->dir_fd);
+	if (box->owns_user)
+		store_user_close(&box->user);
 	free(box->name);
 	free(box->dir);
 	free(box);
@@ -1102,33 +1264,47 @@ static int mailbox_check_dir(struct mailbox *box)
 
 /* The log on disk changed generation (compaction or rebuild by another
    node): reload and fold the difference into the view as changes. */
+/* old_records_free - free the records of a replaced view (their names
+   may be in the replaced arena) */
+static void old_records_free(struct mail_record *old, uint32_t count,
+			     char *arena, size_t arena_size)
+{
+	for (uint32_t k = 0; k < count; k++) {
+		if (!base_in_arena(old[k].base, arena, arena_size))
+			free((char *)old[k].base);
+	}
+	free(old);
+	free(arena);
+}
+
 static int mailbox_reload(struct mailbox *box, const char **reason_r)
 {
 	struct mail_record *old = box->recs;
 	uint32_t old_count = box->count, old_uidvalidity = box->uidvalidity;
 	uint64_t old_modseq = box->highestmodseq;
+	char *old_arena = box->base_arena;
+	size_t old_arena_size = box->base_arena_size;
 	uint32_t i = 0, j = 0;
 	bool was_loaded = box->loaded;
 	int ret;
 
 	box->recs = NULL;
 	box->count = box->alloc = 0;
+	box->base_arena = NULL;
+	box->base_arena_size = 0;
 	ret = mailbox_load(box, reason_r);
 	if (ret < 0 || !was_loaded) {
-		for (uint32_t k = 0; k < old_count; k++)
-			free((char *)old[k].base);
-		free(old);
+		old_records_free(old, old_count, old_arena, old_arena_size);
 		return ret;
 	}
 	if (box->uidvalidity != old_uidvalidity) {
 		box->uidvalidity_changed = true;
-		for (uint32_t k = 0; k < old_count; k++)
-			free((char *)old[k].base);
-		free(old);
+		old_records_free(old, old_count, old_arena, old_arena_size);
 		return STORE_OK;
 	}
 	/* Merge: records gone from the new state are expunged; keep them in
-	   the view (flagged) until reported, at their sequence positions. */
+	   the view (flagged) until reported, at their sequence positions.
+	   Those keep a name of their own: the old arena goes. */
 	{
 		uint32_t merged_alloc = old_count + box->count + 1;
 		struct mail_record *merged = mem_calloc(merged_alloc,
@@ -1139,6 +1315,9 @@ static int mailbox_reload(struct mailbox *box, const char **reason_r)
 			if (j >= box->count ||
 			    (i < old_count && old[i].uid < box->recs[j].uid)) {
 				merged[n] = old[i++];
+				if (base_in_arena(merged[n].base, old_arena,
+						  old_arena_size))
+					merged[n].base = mem_strdup(merged[n].base);
 				merged[n++].flags |= MAIL_EXPUNGED;
 			} else if (i >= old_count || box->recs[j].uid < old[i].uid) {
 				merged[n++] = box->recs[j++];
@@ -1151,10 +1330,14 @@ static int mailbox_reload(struct mailbox *box, const char **reason_r)
 					view_changed(box, nr->uid);
 				nr->flags |= old[i].flags & MAIL_RECENT;
 				merged[n++] = *nr;
-				free((char *)old[i++].base);
+				if (!base_in_arena(old[i].base, old_arena,
+						   old_arena_size))
+					free((char *)old[i].base);
+				i++;
 			}
 		}
 		free(old);
+		free(old_arena);
 		free(box->recs);
 		box->recs = merged;
 		box->count = n;
@@ -1164,7 +1347,7 @@ static int mailbox_reload(struct mailbox *box, const char **reason_r)
 }
 
 /* Redo the file work of records whose writer died (EX held). */
-static int mailbox_finish_pending(struct mailbox *box);
+static int mailbox_finish_pending(struct mailbox *box, bool recovering);
 static int mailbox_scan_new(struct mailbox *box, bool ex);
 static void mailbox_clean_tmp(struct mailbox *box);
 
@@ -1242,7 +1425,7 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 				return store_io_error(box->user, "truncate",
 						      MAILBOX_LOG_FILE, ret);
 		}
-		if ((ret = mailbox_finish_pending(box)) < 0)
+		if ((ret = mailbox_finish_pending(box, true)) < 0)
 			return ret;
 	}
 	ret = mailbox_scan_new(box, ex);
@@ -1273,7 +1456,10 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 	return STORE_OK;
 }
 
-int mailbox_lock(struct mailbox *box, enum lock_mode mode)
+/* mailbox_lock_flags - lock and sync; flags are LOCK_FLAG_* (NOQUEUE:
+   MAILBOX_LOCK_BUSY instead of waiting) */
+static int mailbox_lock_flags(struct mailbox *box, enum lock_mode mode,
+			      unsigned int flags)
 {
 	int ret;
 
@@ -1282,8 +1468,10 @@ int mailbox_lock(struct mailbox *box, enum lock_mode mode)
 				       "Mailbox was deleted or renamed: %s",
 				       box->name);
 	for (;;) {
-		ret = sio_lock(box->user->sio, box->lock, mode, 0,
+		ret = sio_lock(box->user->sio, box->lock, mode, flags,
 			       box->user->store->lock_timeout_msecs);
+		if (ret == -EAGAIN && (flags & LOCK_FLAG_NOQUEUE) != 0)
+			return MAILBOX_LOCK_BUSY;
 		if (ret < 0) {
 			log_warn("store %s: mailbox %s lock: %s", box->user->name,
 				 box->name, strerror(-ret));
@@ -1306,13 +1494,28 @@ int mailbox_lock(struct mailbox *box, enum lock_mode mode)
 			lock_release(box->lock);
 			return ret;
 		}
+		mailbox_cache_note_locked(box);
 		return STORE_OK;
 	}
+}
+
+/* mailbox_lock - lock in mode (waiting) and bring the view up to date */
+int mailbox_lock(struct mailbox *box, enum lock_mode mode)
+{
+	return mailbox_lock_flags(box, mode, 0);
+}
+
+/* mailbox_lock_try - the same, or MAILBOX_LOCK_BUSY instead of waiting */
+int mailbox_lock_try(struct mailbox *box, enum lock_mode mode)
+{
+	return mailbox_lock_flags(box, mode, LOCK_FLAG_NOQUEUE);
 }
 
 void mailbox_unlock(struct mailbox *box)
 {
 	if (lock_get_mode(box->lock) == LOCK_MODE_EX) {
+		bool compacted = false;
+
 		if (box->log_offset >= box->user->store->log_compact_bytes &&
 		    box->log_offset != UINT64_MAX) {
 			int ret = mailbox_write_snapshot(box);
@@ -1320,7 +1523,9 @@ void mailbox_unlock(struct mailbox *box)
 			if (ret < 0)
 				log_warn("store %s: mailbox %s: compaction failed",
 					 box->user->name, box->name);
+			compacted = ret == STORE_OK;
 		}
+		mailbox_cache_write_locked(box, compacted);
 		stamp_publish(box);
 	}
 	lock_release(box->lock);
@@ -1336,6 +1541,8 @@ int mailbox_sync(struct mailbox *box, unsigned int flags,
 
 	if (changes_r != NULL)
 		memset(changes_r, 0, sizeof(*changes_r));
+	/* A failure here (mailbox gone) is found by the lock below. */
+	(void)mailbox_rights_refresh(box);
 	ret = mailbox_lock(box, LOCK_MODE_PR);
 	if (ret == STORE_ERR_NOTFOUND && changes_r != NULL)
 		changes_r->deleted = true;
@@ -1352,7 +1559,9 @@ int mailbox_sync(struct mailbox *box, unsigned int flags,
 			if ((rec->flags & MAIL_EXPUNGED) == 0) {
 				if (i < box->reported_count)
 					reported++;
-				box->recs[n++] = *rec;
+				if (n != i)
+					box->recs[n] = *rec;
+				n++;
 				continue;
 			}
 			if (i < box->reported_count) {
@@ -1365,7 +1574,7 @@ int mailbox_sync(struct mailbox *box, unsigned int flags,
 				expunged[expunged_count] = rec->uid;
 				seqs[expunged_count++] = i + 1;
 			}
-			free((char *)rec->base);
+			view_base_free(box, rec->base);
 		}
 		box->count = n;
 		box->reported_count = reported;
@@ -1470,18 +1679,135 @@ static void mailbox_new_to_cur(struct mailbox *box, const char *name,
 			 box->name, src, strerror(-ret));
 }
 
+/* mailbox_new_stat - stat new/ with fresh attributes: on NFS a plain
+   stat may be answered from the attribute cache, an open revalidates
+   (close-to-open consistency) */
+static int mailbox_new_stat(struct mailbox *box, struct stat *st_r)
+{
+	struct sio *sio = box->user->sio;
+	int fd, ret;
+
+	if (!box->user->store->spool_nfs)
+		return sio_fstatat(sio, box->dir_fd, "new", st_r, 0);
+	fd = sio_openat(sio, box->dir_fd, "new", O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return fd;
+	ret = sio_fstat(sio, fd, st_r);
+	(void)sio_close(sio, fd);
+	return ret;
+}
+
+/* mailbox_new_settled - was new/'s last change long enough ago that any
+   later change must give it another mtime? (See "Skipping new/".) */
+static bool mailbox_new_settled(const struct stat *st)
+{
+	struct timespec now;
+
+	if (st->st_mtim.tv_nsec == 0)
+		return false;	/* maybe a file system with coarse times */
+	clock_gettime(CLOCK_REALTIME, &now);
+	return st->st_mtim.tv_sec + NEW_SETTLE_SECS < now.tv_sec;
+}
+
+#define NEW_HINT_MAGIC "CMNEW1LE"
+#define NEW_HINT_SIZE 32	/* magic 8, inode 8, mtime 8 + 4, crc 4 */
+
+/* new_hint_encode - the hint record for new/'s stat */
+static void new_hint_encode(const struct stat *st, uint8_t buf[NEW_HINT_SIZE])
+{
+	uint64_t ino = (uint64_t)st->st_ino;
+	int64_t sec = (int64_t)st->st_mtim.tv_sec;
+	uint32_t nsec = (uint32_t)st->st_mtim.tv_nsec, sum;
+
+	memcpy(buf, NEW_HINT_MAGIC, 8);
+	memcpy(buf + 8, &ino, 8);
+	memcpy(buf + 16, &sec, 8);
+	memcpy(buf + 24, &nsec, 4);
+	sum = crc(buf, 28);
+	memcpy(buf + 28, &sum, 4);
+}
+
+/* new_hint_matches - does clustermail.newseen say new/ was found empty
+   with exactly this inode and mtime? (Device numbers differ between NFS
+   clients; inode numbers do not.) */
+static bool new_hint_matches(struct mailbox *box, const struct stat *st)
+{
+	uint8_t want[NEW_HINT_SIZE], have[NEW_HINT_SIZE];
+	ssize_t n;
+	int fd;
+
+	fd = sio_openat(box->user->sio, box->dir_fd, MAILBOX_NEW_HINT_FILE,
+			O_RDONLY, 0);
+	if (fd < 0)
+		return false;
+	n = sio_pread(box->user->sio, fd, have, sizeof(have), 0);
+	(void)sio_close(box->user->sio, fd);
+	new_hint_encode(st, want);
+	return n == NEW_HINT_SIZE && memcmp(have, want, sizeof(want)) == 0;
+}
+
+/* new_hint_write - remember for every process that new/ was empty. A
+   failure costs the next process one listing: it is only logged at
+   debug level, and the user's error is left alone. */
+static void new_hint_write(struct mailbox *box, const struct stat *st)
+{
+	struct sio *sio = box->user->sio;
+	char tmp[STORE_UNIQUE_MAX + 16], unique[STORE_UNIQUE_MAX];
+	uint8_t buf[NEW_HINT_SIZE];
+	ssize_t n;
+	int fd, ret;
+
+	new_hint_encode(st, buf);
+	store_unique_name(box->user->store, unique);
+	snprintf(tmp, sizeof(tmp), "tmp/%s", unique);
+	fd = sio_openat(sio, box->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0) {
+		ret = fd;
+	} else {
+		n = sio_pwrite(sio, fd, buf, sizeof(buf), 0);
+		(void)sio_close(sio, fd);
+		ret = n < 0 ? (int)n : sio_renameat(sio, box->dir_fd, tmp,
+						    box->dir_fd,
+						    MAILBOX_NEW_HINT_FILE, 0);
+		if (ret < 0)
+			(void)sio_unlinkat(sio, box->dir_fd, tmp, 0);
+	}
+	if (ret < 0)
+		log_debug("store %s: mailbox %s: writing %s: %s",
+			  box->user->name, box->name, MAILBOX_NEW_HINT_FILE,
+			  strerror(-ret));
+}
+
 static int mailbox_scan_new(struct mailbox *box, bool ex)
 {
 	struct new_scan scan = { .box = box };
 	struct mailbox_new_file *files;
+	struct store *store = box->user->store;
+	struct stat new_st;
+	bool settled;
 	size_t nfiles = 0;
 	int ret;
 
+	/* Stat before listing: a delivery after the stat changes the mtime
+	   we remember. */
+	settled = mailbox_new_stat(box, &new_st) == 0 &&
+		mailbox_new_settled(&new_st);
+	if (settled && store_new_seen_empty(store, &new_st))
+		return STORE_OK;
+	if (settled && new_hint_matches(box, &new_st)) {
+		store_new_note_empty(store, &new_st);
+		return STORE_OK;
+	}
 	ret = sio_readdir(box->user->sio, box->dir_fd, "new", new_scan_cb, &scan);
 	if (ret < 0)
 		return store_io_error(box->user, "readdir", "new", ret);
-	if (scan.count == 0)
+	if (scan.count == 0) {
+		if (settled) {
+			store_new_note_empty(store, &new_st);
+			new_hint_write(box, &new_st);
+		}
 		return STORE_OK;
+	}
 	if (!ex) {
 		for (size_t i = 0; i < scan.count; i++)
 			free(scan.names[i]);
@@ -1705,6 +2031,10 @@ int mailbox_open_message(struct mailbox *box, uint32_t uid, int *fd_r)
 	char path[PATH_MAX];
 	int ret, fd;
 
+	if ((ret = mailbox_rights_refresh(box)) < 0)
+		return ret;
+	if ((box->rights & ACL_RIGHT_READ) == 0)
+		return store_rights_refuse(box->user, box->name, box->rights);
 	if (rec == NULL || (rec->flags & MAIL_EXPUNGED) != 0)
 		return store_set_error(box->user, STORE_ERR_NOTFOUND,
 				       "Message was expunged");
@@ -1765,7 +2095,9 @@ static int mailbox_unlink_base(struct mailbox *box, const char *base)
 	}
 }
 
-static int mailbox_finish_pending(struct mailbox *box)
+/* mailbox_finish_pending - do the file work of logged records (EX):
+   our own EXPUNGE's, or, recovering, those of a writer that died */
+static int mailbox_finish_pending(struct mailbox *box, bool recovering)
 {
 	int ret;
 
@@ -1773,9 +2105,10 @@ static int mailbox_finish_pending(struct mailbox *box)
 		struct mailbox_pending *p = &box->pending[0];
 		uint64_t offset = p->offset;
 
-		log_info("store %s: mailbox %s: completing an interrupted %s",
-			 box->user->name, box->name,
-			 p->type == LOG_FLAGS ? "flag change" : "expunge");
+		if (recovering)
+			log_info("store %s: mailbox %s: completing an "
+				 "interrupted %s", box->user->name, box->name,
+				 p->type == LOG_FLAGS ? "flag change" : "expunge");
 		for (size_t i = 0; i < p->count; i++) {
 			if (p->type == LOG_FLAGS) {
 				struct mail_record *rec = view_find(box, p->uids[i]);
@@ -1859,16 +2192,25 @@ int mailbox_store(struct mailbox *box, const uint32_t *uids, size_t count,
 	uint32_t *failed = NULL, n = 0, *rename_uids;
 	size_t failed_count = 0, rename_count = 0;
 	uint64_t kw_mask = 0, modseq, offset;
+	uint32_t allowed;
+	bool kw_allowed;
 	int ret;
 
 	if (failed_uids_r != NULL) {
 		*failed_uids_r = NULL;
 		*failed_count_r = 0;
 	}
-	flags &= MAIL_FLAGS_MASK;
+	if ((ret = mailbox_rights_refresh(box)) < 0)
+		return ret;
+	/* RFC 4314 4: changes the rights do not cover are left out
+	   silently (so FETCH's implicit \Seen without "s" changes nothing). */
+	allowed = mailbox_rights_flags(box->rights);
+	kw_allowed = (box->rights & ACL_RIGHT_WRITE) != 0;
+	flags &= MAIL_FLAGS_MASK & allowed;
 	if ((ret = mailbox_lock(box, LOCK_MODE_EX)) < 0)
 		return ret;
-	if ((ret = mailbox_keywords_resolve(box, keywords, &kw_mask)) < 0)
+	if (kw_allowed &&
+	    (ret = mailbox_keywords_resolve(box, keywords, &kw_mask)) < 0)
 		goto out;
 	modseq = box->highestmodseq + 1;
 	bb_u64(&p, modseq);
@@ -1897,8 +2239,8 @@ int mailbox_store(struct mailbox *box, const uint32_t *uids, size_t count,
 			nk = rec->keywords & ~kw_mask;
 			break;
 		default:
-			nf = flags;
-			nk = kw_mask;
+			nf = flags | (rec->flags & MAIL_FLAGS_MASK & ~allowed);
+			nk = kw_allowed ? kw_mask : rec->keywords;
 			break;
 		}
 		if (nf == (rec->flags & MAIL_FLAGS_MASK) && nk == rec->keywords &&
@@ -1959,6 +2301,10 @@ int mailbox_expunge(struct mailbox *box, const uint32_t *uids, size_t count,
 		*expunged_r = NULL;
 		*expunged_count_r = 0;
 	}
+	if ((ret = mailbox_rights_refresh(box)) < 0)
+		return ret;
+	if ((box->rights & ACL_RIGHT_EXPUNGE) == 0)
+		return store_rights_refuse(box->user, box->name, box->rights);
 	if ((ret = mailbox_lock(box, LOCK_MODE_EX)) < 0)
 		return ret;
 	if (uids == NULL) {
@@ -1995,7 +2341,7 @@ int mailbox_expunge(struct mailbox *box, const uint32_t *uids, size_t count,
 		   base names in box->pending. */
 		ret = log_write1(box, LOG_EXPUNGE, &p);
 		if (ret == STORE_OK)
-			ret = mailbox_finish_pending(box);
+			ret = mailbox_finish_pending(box, false);
 	}
 	free(p.data);
 	mailbox_unlock(box);
@@ -2015,7 +2361,47 @@ int mailbox_copy(struct mailbox *box, const uint32_t *uids, size_t count,
 		 uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r,
 		 uint32_t **dest_uids_r, size_t *copied_count_r)
 {
+	return mailbox_copy_to(box, uids, count, box->user, dest_name, move,
+			       dest_uidvalidity_r, src_uids_r, dest_uids_r,
+			       copied_count_r);
+}
+
+/* copy_rights - the source's rights for a copy or move and the target's
+   "i"; the target's rights in *dest_rights_r */
+static int copy_rights(struct mailbox *box, struct store_user *dest_user,
+		       const char *dest_name, bool move,
+		       unsigned int *dest_rights_r)
+{
+	unsigned int need = ACL_RIGHT_READ;
+	int ret;
+
+	if (move)
+		need |= ACL_RIGHT_DELETE_MESSAGES | ACL_RIGHT_EXPUNGE;
+	if ((ret = mailbox_rights_refresh(box)) < 0)
+		return ret;
+	if ((box->rights & need) != need)
+		return store_rights_refuse(box->user, box->name, box->rights);
+	if ((ret = store_rights_check(dest_user, dest_name, ACL_RIGHT_INSERT,
+				      dest_rights_r)) < 0 &&
+	    ret == STORE_ERR_NOTFOUND)
+		store_set_error(box->user, ret,
+				"[TRYCREATE] Mailbox doesn't exist: %s",
+				dest_name);
+	else if (ret < 0)
+		store_set_error(box->user, ret, "%s",
+				store_user_error(dest_user));
+	return ret;
+}
+
+int mailbox_copy_to(struct mailbox *box, const uint32_t *uids, size_t count,
+		    struct store_user *dest_user, const char *dest_name,
+		    bool move, uint32_t *dest_uidvalidity_r,
+		    uint32_t **src_uids_r, uint32_t **dest_uids_r,
+		    size_t *copied_count_r)
+{
 	struct store_user *user = box->user;
+	unsigned int dest_rights = ACL_RIGHTS_ALL;
+	uint32_t dest_flags;
 	struct mailbox *dest;
 	struct mailbox_new_file *files;
 	uint32_t *src_uids;
@@ -2029,13 +2415,20 @@ int mailbox_copy(struct mailbox *box, const uint32_t *uids, size_t count,
 		*dest_uids_r = NULL;
 	if (copied_count_r != NULL)
 		*copied_count_r = 0;
-	if ((ret = mailbox_open_raw(user, dest_name, 0, &dest)) < 0) {
+	if ((ret = copy_rights(box, dest_user, dest_name, move,
+			       &dest_rights)) < 0)
+		return ret;
+	dest_flags = mailbox_rights_flags(dest_rights);
+	if ((ret = mailbox_open_raw(dest_user, dest_name, 0, &dest)) < 0) {
+		if (dest_user != user)
+			store_set_error(user, ret, "%s",
+					store_user_error(dest_user));
 		if (ret == STORE_ERR_NOTFOUND)
 			store_set_error(user, ret, "[TRYCREATE] Mailbox doesn't exist: %s",
 					dest_name);
 		return ret;
 	}
-	if (strcmp(dest->name, box->name) == 0 && move) {
+	if (dest_user == user && strcmp(dest->name, box->name) == 0 && move) {
 		mailbox_close(&dest);
 		return store_set_error(user, STORE_ERR_CANNOT,
 				       "Can't move messages into the same mailbox");
@@ -2076,8 +2469,11 @@ int mailbox_copy(struct mailbox *box, const uint32_t *uids, size_t count,
 			free(files[n].base);
 			break;
 		}
-		files[n].flags = rec->flags & MAIL_FLAGS_MASK;
-		files[n].keywords = rec->keywords;
+		/* Flags the target's rights do not cover are dropped (RFC
+		   4314 4, as for STORE). */
+		files[n].flags = rec->flags & MAIL_FLAGS_MASK & dest_flags;
+		files[n].keywords = (dest_rights & ACL_RIGHT_WRITE) != 0 ?
+			rec->keywords : 0;
 		files[n].size = rec->size;
 		files[n].vsize = rec->vsize;
 		files[n].internaldate = rec->internaldate;

@@ -195,6 +195,9 @@ int store_quota_set(struct store_user *user, uint64_t storage_limit,
 	size_t size;
 	int ret;
 
+	if (user->requester != NULL)
+		return store_set_error(user, STORE_ERR_NOPERM,
+				       "Not allowed for another user's mailboxes");
 	if ((ret = store_user_lock(user, LOCK_MODE_EX)) < 0)
 		return ret;
 	ret = store_file_read(user, QUOTA_FILE, &old, &size);

@@ -21,6 +21,7 @@
  * never zero times).
  */
 #include "lib/lib.h"
+#include "acl.h"
 #include "mailbox-private.h"
 #include "name.h"
 
@@ -189,6 +190,21 @@ static bool opts_have_keywords(const struct store_save_options *opts)
 	return opts != NULL && opts->keywords != NULL && opts->keywords[0] != NULL;
 }
 
+/* save_new_dir_exists - does the target mailbox directory have new/?
+   (An error other than "not there" counts as yes: the link reports it.) */
+static bool save_new_dir_exists(struct store_user *target, const char *dir)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/new", dir);
+	ret = sio_fstatat(target->sio, target->root_fd, path, &st, 0);
+	if (ret == -ENOENT || ret == -ENOTDIR)
+		return false;
+	return ret < 0 || S_ISDIR(st.st_mode);
+}
+
 int store_save_deliver(struct store_save *save, struct store_user *target,
 		       const char *mailbox,
 		       const struct store_save_options *opts)
@@ -233,9 +249,16 @@ int store_save_deliver(struct store_save *save, struct store_user *target,
 		mailbox_file_name(base, flags, fname, sizeof(fname));
 	else
 		snprintf(fname, sizeof(fname), "%s", base);
+	/* ENOENT from the link can mean either side: ask the target
+	   first, and again after a failure (deleted meanwhile?). */
+	if (!save_new_dir_exists(target, dir)) {
+		ret = store_set_error(target, STORE_ERR_NOTFOUND,
+				      "Mailbox doesn't exist: %s", mailbox);
+		goto out;
+	}
 	snprintf(path, sizeof(path), "%s/new/%s", dir, fname);
 	ret = save_link(save, target->root_fd, path);
-	if (ret == -ENOENT) {
+	if (ret == -ENOENT && !save_new_dir_exists(target, dir)) {
 		ret = store_set_error(target, STORE_ERR_NOTFOUND,
 				      "Mailbox doesn't exist: %s", mailbox);
 		goto out;
@@ -272,19 +295,26 @@ int store_save_append(struct store_save *save, struct mailbox *box,
 	if (!save->finished)
 		return store_set_error(user, STORE_ERR_TEMP,
 				       "Message was not saved completely");
+	/* Shared mailbox: "i", and flags as far as the rights go (RFC
+	   4314 4, as for STORE). */
+	if ((ret = mailbox_rights_refresh(box)) < 0)
+		return ret;
+	if ((box->rights & ACL_RIGHT_INSERT) == 0)
+		return store_rights_refuse(user, box->name, box->rights);
 	if ((ret = store_quota_check(user, store_save_vsize(save), 1)) < 0)
 		return ret;
 	save_new_base(save, base, sizeof(base));
 	memset(&file, 0, sizeof(file));
 	file.base = base;
-	file.flags = opts != NULL ? opts->flags & MAIL_FLAGS_MASK : 0;
+	file.flags = opts != NULL ? opts->flags & MAIL_FLAGS_MASK &
+		mailbox_rights_flags(box->rights) : 0;
 	file.size = save->size;
 	file.vsize = store_save_vsize(save);
 	file.internaldate = opts != NULL ? opts->internaldate : 0;
 
 	if ((ret = mailbox_lock(box, LOCK_MODE_EX)) < 0)
 		return ret;
-	if (opts != NULL &&
+	if (opts != NULL && (box->rights & ACL_RIGHT_WRITE) != 0 &&
 	    (ret = mailbox_keywords_resolve(box, opts->keywords,
 					    &file.keywords)) < 0)
 		goto out;

@@ -39,6 +39,17 @@
  * sio_fsync_dir() counts three (open, fsync, close), a sio_pread() one per
  * chunk (usually one), a listing one. sio_lock() is not counted.
  *
+ * ESTALE (a stale NFS file handle: the file or a directory on the way was
+ * replaced on the server since the client looked it up) is retried up to
+ * SIO_ESTALE_RETRIES more times for the calls that take a path - openat,
+ * fstatat, renameat, linkat, unlinkat, mkdirat: doing the call again
+ * looks the path up again and usually finds the new object. That cannot
+ * help when the stale handle is dirfd itself, nor for calls on a file
+ * descriptor (pread, fstat, fsync ...): those return -ESTALE, which the
+ * store reports as a temporary failure (STORE_ERR_TEMP) after logging.
+ * A rename or unlink that failed with ESTALE did not happen, so repeating
+ * it is safe. sio_inject_fault() lets tests make any of these fail.
+ *
  * A sync sio may be created without a loop (sio_create_sync(NULL)) when
  * it never waits for a lock; sio_lock() on it panics.
  */
@@ -59,10 +70,16 @@
 /* Linux transfers at most this much per read/write; we ask for no more,
    so that one chunk's byte count always fits the int result. */
 #define SIO_MAX_CHUNK 0x7ffff000u
+/* Extra attempts of a path-based call that failed with ESTALE. */
+#define SIO_ESTALE_RETRIES 3
 
 struct sio {
 	struct ioloop *loop;	/* borrowed; may be NULL in sync mode */
 	bool async;
+	/* sio_inject_fault(): the next fault_count calls of fault_op fail. */
+	enum sio_op fault_op;
+	int fault_err;
+	unsigned int fault_count;
 };
 
 /* One request a coroutine waits for; lives on the coroutine's stack. */
@@ -201,12 +218,30 @@ static inline int sio_syscall_result(int ret)
 	return ret < 0 ? -errno : ret;
 }
 
+/* sio_fault - an injected failure for op, or 0 */
+static int sio_fault(struct sio *sio, enum sio_op op)
+{
+	if (sio->fault_count == 0 || sio->fault_op != op)
+		return 0;
+	sio->fault_count--;
+	return -sio->fault_err;
+}
+
+/* sio_inject_fault - tests: fail the next count calls of op */
+void sio_inject_fault(struct sio *sio, enum sio_op op, int err,
+		      unsigned int count)
+{
+	sio->fault_op = op;
+	sio->fault_err = err;
+	sio->fault_count = count;
+}
+
 /*
  * Files
  */
 
-int sio_openat(struct sio *sio, int dirfd, const char *path, int flags,
-	       mode_t mode)
+static int sio_openat_once(struct sio *sio, int dirfd, const char *path,
+			   int flags, mode_t mode)
 {
 	struct coro *coro = sio_coro(sio);
 	struct sio_wait wait;
@@ -295,6 +330,8 @@ ssize_t sio_pread(struct sio *sio, int fd, void *buf, size_t size,
 	size_t done = 0;
 	int ret;
 
+	if ((ret = sio_fault(sio, SIO_OP_PREAD)) < 0)
+		return ret;
 	while (done < size) {
 		size_t chunk = size - done > SIO_MAX_CHUNK ?
 			SIO_MAX_CHUNK : size - done;
@@ -406,6 +443,10 @@ static int sio_statx(struct sio *sio, struct coro *coro, int dirfd,
 
 int sio_fstat(struct sio *sio, int fd, struct stat *st_r)
 {
+	int fault = sio_fault(sio, SIO_OP_FSTAT);
+
+	if (fault < 0)
+		return fault;
 	struct coro *coro = sio_coro(sio);
 	int ret;
 
@@ -417,8 +458,8 @@ int sio_fstat(struct sio *sio, int fd, struct stat *st_r)
 	return sio_syscall_result(ret);
 }
 
-int sio_fstatat(struct sio *sio, int dirfd, const char *path,
-		struct stat *st_r, int flags)
+static int sio_fstatat_once(struct sio *sio, int dirfd, const char *path,
+			    struct stat *st_r, int flags)
 {
 	struct coro *coro = sio_coro(sio);
 	int ret;
@@ -464,8 +505,9 @@ int sio_ftruncate(struct sio *sio, int fd, uint64_t size)
  * Names
  */
 
-int sio_renameat(struct sio *sio, int olddirfd, const char *oldpath,
-		 int newdirfd, const char *newpath, unsigned int flags)
+static int sio_renameat_once(struct sio *sio, int olddirfd,
+			     const char *oldpath, int newdirfd,
+			     const char *newpath, unsigned int flags)
 {
 	struct coro *coro = sio_coro(sio);
 	struct sio_wait wait;
@@ -486,8 +528,9 @@ int sio_renameat(struct sio *sio, int olddirfd, const char *oldpath,
 	return ret;
 }
 
-int sio_linkat(struct sio *sio, int olddirfd, const char *oldpath,
-	       int newdirfd, const char *newpath)
+static int sio_linkat_once(struct sio *sio, int olddirfd,
+			   const char *oldpath, int newdirfd,
+			   const char *newpath)
 {
 	struct coro *coro = sio_coro(sio);
 	struct sio_wait wait;
@@ -507,7 +550,8 @@ int sio_linkat(struct sio *sio, int olddirfd, const char *oldpath,
 	return ret;
 }
 
-int sio_unlinkat(struct sio *sio, int dirfd, const char *path, int flags)
+static int sio_unlinkat_once(struct sio *sio, int dirfd, const char *path,
+			     int flags)
 {
 	struct coro *coro = sio_coro(sio);
 	struct sio_wait wait;
@@ -527,7 +571,8 @@ int sio_unlinkat(struct sio *sio, int dirfd, const char *path, int flags)
 	return ret;
 }
 
-int sio_mkdirat(struct sio *sio, int dirfd, const char *path, mode_t mode)
+static int sio_mkdirat_once(struct sio *sio, int dirfd, const char *path,
+			    mode_t mode)
 {
 	struct coro *coro = sio_coro(sio);
 	struct sio_wait wait;
@@ -545,6 +590,63 @@ int sio_mkdirat(struct sio *sio, int dirfd, const char *path, mode_t mode)
 		ret = sio_wait_yield(&wait);
 	} while (ret == -EINTR);
 	return ret;
+}
+
+/*
+ * ESTALE: path-based calls are retried (see the top)
+ */
+
+#define SIO_RETRY(op, call) do {					\
+	int ret_, tries_ = 0;						\
+									\
+	do {								\
+		ret_ = sio_fault(sio, op);				\
+		if (ret_ == 0)						\
+			ret_ = call;					\
+	} while (ret_ == -ESTALE && tries_++ < SIO_ESTALE_RETRIES);	\
+	return ret_;							\
+} while (0)
+
+/* sio_openat - with ESTALE retries */
+int sio_openat(struct sio *sio, int dirfd, const char *path, int flags,
+	       mode_t mode)
+{
+	SIO_RETRY(SIO_OP_OPENAT, sio_openat_once(sio, dirfd, path, flags, mode));
+}
+
+/* sio_fstatat - with ESTALE retries */
+int sio_fstatat(struct sio *sio, int dirfd, const char *path,
+		struct stat *st_r, int flags)
+{
+	SIO_RETRY(SIO_OP_FSTATAT, sio_fstatat_once(sio, dirfd, path, st_r, flags));
+}
+
+/* sio_renameat - with ESTALE retries */
+int sio_renameat(struct sio *sio, int olddirfd, const char *oldpath,
+		 int newdirfd, const char *newpath, unsigned int flags)
+{
+	SIO_RETRY(SIO_OP_RENAMEAT, sio_renameat_once(sio, olddirfd, oldpath,
+						     newdirfd, newpath, flags));
+}
+
+/* sio_linkat - with ESTALE retries */
+int sio_linkat(struct sio *sio, int olddirfd, const char *oldpath,
+	       int newdirfd, const char *newpath)
+{
+	SIO_RETRY(SIO_OP_LINKAT, sio_linkat_once(sio, olddirfd, oldpath,
+						 newdirfd, newpath));
+}
+
+/* sio_unlinkat - with ESTALE retries */
+int sio_unlinkat(struct sio *sio, int dirfd, const char *path, int flags)
+{
+	SIO_RETRY(SIO_OP_UNLINKAT, sio_unlinkat_once(sio, dirfd, path, flags));
+}
+
+/* sio_mkdirat - with ESTALE retries */
+int sio_mkdirat(struct sio *sio, int dirfd, const char *path, mode_t mode)
+{
+	SIO_RETRY(SIO_OP_MKDIRAT, sio_mkdirat_once(sio, dirfd, path, mode));
 }
 
 /*

@@ -81,6 +81,22 @@ int sio_readdir(struct sio *sio, int dirfd, const char *path,
 int sio_lock(struct sio *sio, struct lock *lock, enum lock_mode mode,
 	     unsigned int flags, uint64_t timeout_msecs);
 
+/* Tests: make the next count calls of op on this sio fail with -err
+   (before the system call; path-based calls retry ESTALE, see sio.c). */
+enum sio_op {
+	SIO_OP_NONE,
+	SIO_OP_OPENAT,
+	SIO_OP_FSTATAT,
+	SIO_OP_RENAMEAT,
+	SIO_OP_LINKAT,
+	SIO_OP_UNLINKAT,
+	SIO_OP_MKDIRAT,
+	SIO_OP_PREAD,
+	SIO_OP_FSTAT,
+};
+void sio_inject_fault(struct sio *sio, enum sio_op op, int err,
+		      unsigned int count);
+
 /* Counters for tests and metrics (process-wide). */
 struct sio_stats {
 	uint64_t uring_ops;	/* calls carried out through io_uring */

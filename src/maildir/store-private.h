@@ -6,6 +6,18 @@
 #include "lib/lib.h"
 #include "store.h"
 
+#include <pthread.h>
+#include <sys/stat.h>
+
+/* new/ directories this process listed and found empty (mailbox.c:
+   mailbox_scan_new()); a small direct-mapped table. */
+#define STORE_NEW_SEEN_SLOTS 512
+struct store_new_seen {
+	dev_t dev;
+	ino_t ino;			/* 0 = free */
+	struct timespec mtime;
+};
+
 struct store {
 	char *spool_dir;
 	char *node_name;		/* sanitized for file names */
@@ -14,6 +26,9 @@ struct store {
 	uint64_t tmp_grace_secs;
 	uint64_t log_compact_bytes;
 	int spool_fd;			/* O_PATH|O_DIRECTORY */
+	bool spool_nfs;			/* attributes may be cached */
+	pthread_mutex_t new_seen_lock;	/* sessions on several threads */
+	struct store_new_seen new_seen[STORE_NEW_SEEN_SLOTS];
 };
 
 struct store_user {
@@ -26,6 +41,12 @@ struct store_user {
 	struct lock *lock;		/* the user lock (class USER) */
 	unsigned int lock_depth;	/* nested store_user_lock() calls */
 	struct store_status_cache *status_cache;	/* store.c */
+	/* Shared mailboxes: the address whose rights are checked (owned;
+	   NULL = the owner, who has every right), and the store_user of
+	   that requester's session (borrowed, may be NULL) that receives a
+	   copy of every error text, so that the session reports it. */
+	char *requester;
+	struct store_user *error_sink;
 	char error[256];
 };
 
@@ -39,6 +60,10 @@ int store_next_uidvalidity(struct store_user *user, uint32_t *uidvalidity_r);
 unsigned int store_mailbox_special_use(struct store_user *user,
 				       const char *dir);
 void store_status_cache_clear(struct store_user *user);
+/* Was the new/ directory with this stat (dev, inode, mtime) listed empty
+   by this process? note_empty records it. */
+bool store_new_seen_empty(struct store *store, const struct stat *st);
+void store_new_note_empty(struct store *store, const struct stat *st);
 
 /* Set the user-visible error and return result (for `return set_error()`).
    Also logs at debug level. */
@@ -82,5 +107,20 @@ int store_quota_check(struct store_user *user, uint64_t add_bytes,
 
 /* acl.c: ACL file of a mailbox directory ("clustermail.acl" inside it). */
 #define STORE_ACL_FILE "clustermail.acl"
+
+/* acl.c: the requester's effective rights (ACL_RIGHT_* of acl.h) on an
+   existing mailbox; every right when the user has no requester.
+   NOTFOUND (error set) when the mailbox does not exist. */
+int store_rights_get(struct store_user *user, const char *mailbox,
+		     unsigned int *rights_r);
+/* The same, and OK only when every right in need is there; otherwise
+   NOPERM, or NOTFOUND when the requester may not even see the mailbox
+   (neither "l" nor "r": RFC 4314 4 - existence is not revealed).
+   rights_r (may be NULL) gets the rights in any case but NOTFOUND. */
+int store_rights_check(struct store_user *user, const char *mailbox,
+		       unsigned int need, unsigned int *rights_r);
+/* The refusal store_rights_check() gives for these rights. */
+int store_rights_refuse(struct store_user *user, const char *mailbox,
+			unsigned int rights);
 
 #endif

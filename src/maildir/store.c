@@ -31,6 +31,7 @@
  */
 #include "lib/lib.h"
 #include "lib/str.h"
+#include "acl.h"
 #include "store-private.h"
 #include "mailbox-private.h"
 #include "name.h"
@@ -40,8 +41,11 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +71,54 @@ const char *store_result_name(enum store_result r)
 }
 
 /* ---- store ------------------------------------------------------------ */
+
+/* store_path_is_nfs - is path on NFS (whose attribute cache a plain
+   stat may answer from)? */
+static bool store_path_is_nfs(const char *path)
+{
+	struct statfs sfs;
+
+	return statfs(path, &sfs) == 0 && sfs.f_type == 0x6969;
+}
+
+/* store_new_slot - the table slot of new/'s (device, inode) */
+static struct store_new_seen *store_new_slot(struct store *store,
+					     const struct stat *st)
+{
+	uint64_t h = ((uint64_t)st->st_dev * 0x9E3779B97F4A7C15ull) ^
+		(uint64_t)st->st_ino;
+
+	return &store->new_seen[(h * 0x9E3779B97F4A7C15ull >> 32) %
+				STORE_NEW_SEEN_SLOTS];
+}
+
+/* store_new_seen_empty - listed empty with exactly this mtime? */
+bool store_new_seen_empty(struct store *store, const struct stat *st)
+{
+	struct store_new_seen *slot;
+	bool same;
+
+	pthread_mutex_lock(&store->new_seen_lock);
+	slot = store_new_slot(store, st);
+	same = slot->ino == st->st_ino && slot->dev == st->st_dev &&
+		slot->mtime.tv_sec == st->st_mtim.tv_sec &&
+		slot->mtime.tv_nsec == st->st_mtim.tv_nsec;
+	pthread_mutex_unlock(&store->new_seen_lock);
+	return same;
+}
+
+/* store_new_note_empty - remember new/ as listed empty */
+void store_new_note_empty(struct store *store, const struct stat *st)
+{
+	struct store_new_seen *slot;
+
+	pthread_mutex_lock(&store->new_seen_lock);
+	slot = store_new_slot(store, st);
+	slot->dev = st->st_dev;
+	slot->ino = st->st_ino;
+	slot->mtime = st->st_mtim;
+	pthread_mutex_unlock(&store->new_seen_lock);
+}
 
 struct store *store_create(const struct store_settings *set)
 {
@@ -95,6 +147,8 @@ struct store *store_create(const struct store_settings *set)
 	store->log_compact_bytes = set->log_compact_bytes != 0 ?
 		set->log_compact_bytes : 256 * 1024;
 	store->spool_fd = -1;
+	store->spool_nfs = store_path_is_nfs(store->spool_dir);
+	pthread_mutex_init(&store->new_seen_lock, NULL);
 	return store;
 }
 
@@ -105,6 +159,7 @@ void store_destroy(struct store **_store)
 	if (store == NULL)
 		return;
 	*_store = NULL;
+	pthread_mutex_destroy(&store->new_seen_lock);
 	free(store->spool_dir);
 	free(store->node_name);
 	free(store);
@@ -134,6 +189,8 @@ int store_set_error(struct store_user *user, int result, const char *fmt, ...)
 	vsnprintf(user->error, sizeof(user->error), fmt, args);
 	va_end(args);
 	log_debug("store %s: %s", user->name, user->error);
+	if (user->error_sink != NULL)
+		memcpy(user->error_sink->error, user->error, sizeof(user->error));
 	return result;
 }
 
@@ -340,7 +397,43 @@ void store_user_close(struct store_user **_user)
 	free(user->name);
 	free(user->rel_path);
 	free(user->path);
+	free(user->requester);
 	free(user);
+}
+
+int store_user_open_shared(struct store_user *requester, const char *owner,
+			   struct store_user **owner_r)
+{
+	struct store_user *user;
+	const char *error;
+	int ret;
+
+	*owner_r = NULL;
+	ret = store_user_open(requester->store, requester->sio, owner, 0,
+			      &user, &error);
+	if (ret == STORE_ERR_NOTFOUND || ret == STORE_ERR_BADNAME) {
+		return store_set_error(requester, STORE_ERR_NOTFOUND,
+				       "Mailbox doesn't exist");
+	}
+	if (ret < 0)
+		return store_set_error(requester, ret, "%s", error);
+	store_user_set_requester(user, requester->name);
+	user->error_sink = requester;
+	*owner_r = user;
+	return STORE_OK;
+}
+
+void store_user_set_requester(struct store_user *user, const char *requester)
+{
+	MEM_FREE(&user->requester);
+	store_status_cache_clear(user);
+	if (requester != NULL && strcasecmp(requester, user->name) != 0)
+		user->requester = str_lcase(mem_strdup(requester));
+}
+
+const char *store_user_requester(const struct store_user *user)
+{
+	return user->requester;
 }
 
 const char *store_user_error(const struct store_user *user)
@@ -356,6 +449,11 @@ const char *store_user_name(const struct store_user *user)
 const char *store_user_path(const struct store_user *user)
 {
 	return user->path;
+}
+
+struct sio *store_user_sio(const struct store_user *user)
+{
+	return user->sio;
 }
 
 int store_user_lock(struct store_user *user, enum lock_mode mode)
@@ -601,12 +699,39 @@ static int list_cmp(const void *a, const void *b)
 	return strcmp(ea->name, eb->name);
 }
 
-static struct store_list_entry *list_find(struct list_ctx *ctx,
-					  const char *name)
+/* list_find_in - binary search in the first count (sorted) entries */
+static struct store_list_entry *
+list_find_in(struct store_list_entry *entries, size_t count, const char *name)
 {
 	struct store_list_entry key = { .name = (char *)name };
 
-	return bsearch(&key, ctx->entries, ctx->count, sizeof(key), list_cmp);
+	return bsearch(&key, entries, count, sizeof(key), list_cmp);
+}
+
+/* list_sort_unique - sort once, and merge entries of one name: a real
+   mailbox (no NONEXISTENT) wins over a mere parent or subscription */
+static void list_sort_unique(struct list_ctx *ctx)
+{
+	size_t n = 0;
+
+	qsort(ctx->entries, ctx->count, sizeof(*ctx->entries), list_cmp);
+	for (size_t i = 0; i < ctx->count; i++) {
+		struct store_list_entry *e = &ctx->entries[i];
+
+		if (n > 0 && list_cmp(&ctx->entries[n - 1], e) == 0) {
+			struct store_list_entry *keep = &ctx->entries[n - 1];
+			bool real = (keep->attrs & STORE_LIST_NONEXISTENT) == 0 ||
+				(e->attrs & STORE_LIST_NONEXISTENT) == 0;
+
+			keep->attrs |= e->attrs;
+			if (real)
+				keep->attrs &= ~(unsigned int)STORE_LIST_NONEXISTENT;
+			free(e->name);
+			continue;
+		}
+		ctx->entries[n++] = *e;
+	}
+	ctx->count = n;
 }
 
 unsigned int store_mailbox_special_use(struct store_user *user,
@@ -625,8 +750,35 @@ unsigned int store_mailbox_special_use(struct store_user *user,
 	return special & STORE_SPECIAL_MASK;
 }
 
+/* list_drop_invisible - a requester sees only the mailboxes on which
+   it has the lookup right (INBOX included) */
+static void list_drop_invisible(struct store_user *user, struct list_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->count; ) {
+		unsigned int rights;
+
+		if (store_rights_get(user, ctx->entries[i].name, &rights) == 0 &&
+		    (rights & ACL_RIGHT_LOOKUP) != 0) {
+			i++;
+			continue;
+		}
+		free(ctx->entries[i].name);
+		ctx->entries[i] = ctx->entries[--ctx->count];
+	}
+}
+
+/* list_internal - store_list(); filtered: as the requester sees it */
+static int list_internal(struct store_user *user, bool filtered,
+			 struct store_list_entry **entries_r, size_t *count_r);
+
 int store_list(struct store_user *user, struct store_list_entry **entries_r,
 	       size_t *count_r)
+{
+	return list_internal(user, user->requester != NULL, entries_r, count_r);
+}
+
+static int list_internal(struct store_user *user, bool filtered,
+			 struct store_list_entry **entries_r, size_t *count_r)
 {
 	struct list_ctx ctx = { 0 };
 	char **subs = NULL;
@@ -657,7 +809,13 @@ int store_list(struct store_user *user, struct store_list_entry **entries_r,
 		free(ctx.entries[i].name);
 		ctx.entries[i] = ctx.entries[--ctx.count];
 	}
-	ret = store_subscriptions_read(user, &subs, &sub_count);
+	if (filtered) {
+		/* The owner's subscriptions are the owner's business. */
+		list_drop_invisible(user, &ctx);
+		ret = STORE_OK;
+	} else {
+		ret = store_subscriptions_read(user, &subs, &sub_count);
+	}
 	store_user_unlock(user);
 	if (ret < 0 && ret != STORE_ERR_NOTFOUND) {
 		store_list_free(ctx.entries, ctx.count);
@@ -665,32 +823,35 @@ int store_list(struct store_user *user, struct store_list_entry **entries_r,
 	}
 	qsort(ctx.entries, ctx.count, sizeof(*ctx.entries), list_cmp);
 
-	/* Parents that exist only as a prefix of another name. */
+	/* Parents that exist only as a prefix of another name: all added,
+	   then one sort, then duplicates merged (a real entry wins). */
 	real_count = ctx.count;
 	for (size_t i = 0; i < real_count; i++) {
 		char *parent = mem_strdup(ctx.entries[i].name), *slash;
 
 		while ((slash = strrchr(parent, '/')) != NULL) {
 			*slash = '\0';
-			qsort(ctx.entries, ctx.count, sizeof(*ctx.entries), list_cmp);
-			if (list_find(&ctx, parent) == NULL)
-				list_add(&ctx, parent, STORE_LIST_NONEXISTENT);
+			list_add(&ctx, parent, STORE_LIST_NONEXISTENT);
 		}
 		free(parent);
 	}
-	qsort(ctx.entries, ctx.count, sizeof(*ctx.entries), list_cmp);
+	list_sort_unique(&ctx);
+	/* Subscribed names: mark the listed ones; add the others at the end
+	   (pointers into the array die with the next list_add()). */
+	real_count = ctx.count;
 	for (size_t i = 0; i < sub_count; i++) {
-		struct store_list_entry *e = list_find(&ctx, subs[i]);
+		struct store_list_entry *e = list_find_in(ctx.entries, real_count,
+							  subs[i]);
 
-		if (e == NULL) {
+		if (e != NULL)
+			e->attrs |= STORE_LIST_SUBSCRIBED;
+	}
+	for (size_t i = 0; i < sub_count; i++) {
+		if (list_find_in(ctx.entries, real_count, subs[i]) == NULL)
 			list_add(&ctx, subs[i], STORE_LIST_NONEXISTENT |
 				 STORE_LIST_SUBSCRIBED);
-			qsort(ctx.entries, ctx.count, sizeof(*ctx.entries),
-			      list_cmp);
-		} else {
-			e->attrs |= STORE_LIST_SUBSCRIBED;
-		}
 	}
+	list_sort_unique(&ctx);
 	store_names_free(subs, sub_count);
 	for (size_t i = 0; i < ctx.count; i++) {
 		size_t len = strlen(ctx.entries[i].name);
@@ -702,7 +863,8 @@ int store_list(struct store_user *user, struct store_list_entry **entries_r,
 	}
 	/* "INBOX/x" sorts after "INBOX" only with the INBOX-first rule;
 	   children of INBOX are found by a scan instead. */
-	for (size_t i = 1; i < ctx.count; i++) {
+	for (size_t i = 1; i < ctx.count && name_is_inbox(ctx.entries[0].name);
+	     i++) {
 		if (name_is_child("INBOX", ctx.entries[i].name))
 			ctx.entries[0].attrs |= STORE_LIST_HAS_CHILDREN;
 	}
@@ -720,6 +882,37 @@ void store_list_free(struct store_list_entry *entries, size_t count)
 
 /* ---- create / delete / rename --------------------------------------------- */
 
+/* store_create_allowed - may the requester create canonical? RFC 4314
+   4: "k" on the parent; the nearest existing ancestor counts, and INBOX
+   for a top-level name. An existing name answers as for a lookup, so
+   that CREATE cannot probe for hidden mailboxes. */
+static int store_create_allowed(struct store_user *user, const char *canonical)
+{
+	unsigned int rights;
+	char *parent, *slash;
+	int ret;
+
+	if (user->requester == NULL)
+		return STORE_OK;
+	parent = mem_strdup(canonical);
+	for (;;) {
+		if ((slash = strrchr(parent, '/')) == NULL) {
+			free(parent);
+			parent = mem_strdup("INBOX");
+			break;
+		}
+		*slash = '\0';
+		if (store_mailbox_exists(user, parent) == STORE_OK)
+			break;
+	}
+	/* The refusal names the mailbox asked for, not its parent. */
+	ret = store_rights_get(user, parent, &rights);
+	if (ret == STORE_OK && (rights & ACL_RIGHT_CREATE) == 0)
+		ret = store_rights_refuse(user, canonical, rights);
+	free(parent);
+	return ret;
+}
+
 int store_mailbox_create(struct store_user *user, const char *name,
 			 unsigned int special_use)
 {
@@ -728,6 +921,8 @@ int store_mailbox_create(struct store_user *user, const char *name,
 
 	if ((ret = store_mailbox_dir(user, name, &canonical, &dir)) < 0)
 		return ret;
+	if ((ret = store_create_allowed(user, canonical)) < 0)
+		goto out;
 	if ((ret = store_user_lock(user, LOCK_MODE_EX)) < 0)
 		goto out;
 	ret = store_dir_exists(user, dir);
@@ -835,6 +1030,10 @@ int store_mailbox_delete(struct store_user *user, const char *name)
 				      "INBOX can't be deleted");
 		goto out;
 	}
+	if (user->requester != NULL &&
+	    (ret = store_rights_check(user, canonical,
+				      ACL_RIGHT_DELETE_MAILBOX, NULL)) < 0)
+		goto out;
 	if ((ret = store_user_lock(user, LOCK_MODE_EX)) < 0)
 		goto out;
 	if ((ret = store_dir_exists(user, dir)) < 0) {
@@ -954,6 +1153,11 @@ int store_mailbox_rename(struct store_user *user, const char *old_name,
 				      "Mailbox already exists: INBOX");
 		goto out;
 	}
+	if (user->requester != NULL &&
+	    ((ret = store_rights_check(user, old_c, ACL_RIGHT_DELETE_MAILBOX,
+				       NULL)) < 0 ||
+	     (ret = store_create_allowed(user, new_c)) < 0))
+		goto out;
 	if ((ret = store_user_lock(user, LOCK_MODE_EX)) < 0)
 		goto out;
 	if (name_is_inbox(old_c)) {
@@ -973,7 +1177,7 @@ int store_mailbox_rename(struct store_user *user, const char *old_name,
 					      "Mailbox already exists: %s", new_c);
 		goto unlock;
 	}
-	if ((ret = store_list(user, &entries, &count)) < 0)
+	if ((ret = list_internal(user, false, &entries, &count)) < 0)
 		goto unlock;
 	/* Children first would leave an orphaned parent on a crash; the
 	   parent first leaves children under the old name, which still
@@ -1046,6 +1250,12 @@ int store_mailbox_status(struct store_user *user, const char *name,
 
 	if ((ret = store_name_normalize(name, &canonical)) < 0)
 		return store_set_error(user, ret, "Invalid mailbox name");
+	if (user->requester != NULL &&
+	    (ret = store_rights_check(user, canonical, ACL_RIGHT_READ,
+				      NULL)) < 0) {
+		free(canonical);
+		return ret;
+	}
 	if (cache == NULL)
 		cache = user->status_cache = mem_zalloc(sizeof(*cache));
 	for (unsigned int i = 0; i < STATUS_CACHE_MAX; i++) {

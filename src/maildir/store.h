@@ -10,6 +10,8 @@
  *       .Sent/ .Archive.2024/            folders (mailbox "Archive/2024")
  *       clustermail.index                per mailbox: snapshot of the UID list
  *       clustermail.log                  per mailbox: append-only change log
+ *       clustermail.cache                per mailbox: message cache (cache.c)
+ *       clustermail.newseen              per mailbox: "new/ was empty" hint
  *       clustermail.acl                  per mailbox: RFC 4314 ACL, if any
  *       clustermail.mailbox              per mailbox: special-use etc.
  *       subscriptions, clustermail.quota, clustermail.uidvalidity  (user root)
@@ -87,6 +89,9 @@ const char *store_user_error(const struct store_user *user);
 const char *store_user_name(const struct store_user *user);
 /* Absolute path of the user's Maildir++ root. */
 const char *store_user_path(const struct store_user *user);
+/* The spool I/O of this user's session (borrowed): read message files
+   with sio_pread() so that the reads go through the session's loop. */
+struct sio *store_user_sio(const struct store_user *user);
 
 /* ---- mailbox list and management (user lock) ------------------------- */
 
@@ -175,6 +180,73 @@ int store_acl_set(struct store_user *user, const char *mailbox,
 int store_acl_rights(struct store_user *user, const char *mailbox,
 		     const char *identifier, char rights_r[16]);
 
+/* ---- shared mailboxes (RFC 4314 rights enforced by the store) --------
+ * A session of user A works on user B's mailboxes through a store_user of
+ * B that carries A as its "requester". Every call on that store_user
+ * then checks A's effective rights (the ACL of each mailbox: "anyone",
+ * "authenticated", A's own entry, minus negative entries), reading the
+ * ACL file each time so that a revoked right counts from the next call:
+ *   store_list              only mailboxes where A has "l" (parents that
+ *                           exist only as a prefix are added as usual);
+ *                           no subscriptions (they are B's)
+ *   mailbox_open            "r" ("i" with MAILBOX_OPEN_INSERT)
+ *   store_mailbox_status    "r"
+ *   mailbox_open_message    "r" (a stat of the ACL file per call)
+ *   mailbox_store           \Seen needs "s", \Deleted "t", other flags
+ *                           and keywords "w"; changes without the right
+ *                           are silently left out (RFC 4314 4: so the
+ *                           implicit \Seen of FETCH never fails)
+ *   mailbox_expunge         "e"
+ *   mailbox_copy[_to]       "r" on the source ("t" and "e" for a move),
+ *                           "i" on the target; flags as for STORE
+ *   store_save_append       "i"; flags as for STORE
+ *   store_mailbox_create    "k" on the nearest existing parent (INBOX
+ *                           for a top-level name)
+ *   store_mailbox_delete    "x"; rename: "x" on the old name and "k"
+ *                           for the new one
+ *   store_acl_get/set       "a"; store_acl_rights "a" unless asking for
+ *                           the requester itself
+ *   store_subscribe, store_quota_set, store_index_*   NOPERM
+ * A refusal is STORE_ERR_NOPERM, or STORE_ERR_NOTFOUND with the very text
+ * a missing mailbox gets when A has neither "l" nor "r" on it (RFC 4314
+ * 4: the mailbox's existence is not revealed). \Seen is one flag per
+ * message, shared by everybody who may set it (no per-user \Seen).
+ * Lock order is unchanged: operations on B's mailboxes take B's user and
+ * mailbox locks; a copy between A and B holds only one mailbox lock at a
+ * time.
+ */
+
+/* Open owner's spool (never created) for the session of requester, with
+   the requester's sio and requester's name as requester identity; error
+   texts are copied to requester. A bad or unknown owner is NOTFOUND
+   "Mailbox doesn't exist" (set on requester): user names do not leak.
+   The result must be closed before requester. */
+int store_user_open_shared(struct store_user *requester, const char *owner,
+			   struct store_user **owner_r);
+/* Check rights for requester (an address; NULL = the owner again) on
+   every following call (clustermailctl and tests; IMAP uses the call
+   above). */
+void store_user_set_requester(struct store_user *user, const char *requester);
+/* NULL when the user works on its own spool. */
+const char *store_user_requester(const struct store_user *user);
+/* The requester's rights on a mailbox as ACL_RIGHT_* bits (maildir/acl.h;
+   every right for the owner). NOTFOUND when the mailbox does not exist
+   or the requester has no right at all on it (RFC 4314 MYRIGHTS). */
+int store_mailbox_myrights(struct store_user *user, const char *mailbox,
+			   unsigned int *rights_r);
+/* The same as letters (no virtual rights), for MYRIGHTS. */
+int store_acl_myrights(struct store_user *user, const char *mailbox,
+		       char rights_r[16]);
+/* The owners (canonical addresses, sorted, without user itself) that
+   have granted user, "authenticated" or "anyone" some right on some
+   mailbox: candidates for "Other Users" in LIST. A hint kept by
+   store_acl_set() in SPOOL/.shared/ (see acl.c); the rights themselves
+   must still be checked (store_list() through store_user_open_shared()
+   does). At most 10000 owners. */
+int store_shared_owners(struct store_user *user, char ***owners_r,
+			size_t *count_r);
+void store_shared_owners_free(char **owners, size_t count);
+
 /* ---- messages ----------------------------------------------------------- */
 
 #define MAIL_SEEN	0x01
@@ -237,11 +309,20 @@ void store_save_free(struct store_save **save);
 /* ---- mailbox views --------------------------------------------------- */
 
 #define MAILBOX_OPEN_READONLY	0x1	/* EXAMINE: never claims \Recent */
+/* Opened to APPEND to it: a shared mailbox then needs "i", not "r"
+   (reading messages through such a view is refused). */
+#define MAILBOX_OPEN_INSERT	0x2
 
 /* Opens and syncs a view. NOTFOUND if the mailbox does not exist. */
 int mailbox_open(struct store_user *user, const char *name,
 		 unsigned int flags, struct mailbox **box_r);
 void mailbox_close(struct mailbox **box);
+/* The view takes over its store_user: mailbox_close() closes it too
+   (a shared mailbox selected by another user's session). */
+void mailbox_take_user(struct mailbox *box);
+/* The requester's rights on the view's mailbox as of its last sync
+   (ACL_RIGHT_* of maildir/acl.h; every right for the owner). */
+unsigned int mailbox_rights(const struct mailbox *box);
 const char *mailbox_name(const struct mailbox *box);
 struct store_user *mailbox_user(const struct mailbox *box);
 
@@ -314,9 +395,55 @@ int mailbox_copy(struct mailbox *box, const uint32_t *uids, size_t count,
 		 uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r,
 		 uint32_t **dest_uids_r, size_t *copied_count_r);
 
+/* mailbox_copy() into a mailbox of dest_user (which may be another user
+   than the source's, e.g. a shared mailbox): hard links, so both spools
+   must be on one filesystem. Errors are set on the source's user. */
+int mailbox_copy_to(struct mailbox *box, const uint32_t *uids, size_t count,
+		    struct store_user *dest_user, const char *dest_name,
+		    bool move, uint32_t *dest_uidvalidity_r,
+		    uint32_t **src_uids_r, uint32_t **dest_uids_r,
+		    size_t *copied_count_r);
+
 /* Open a message file for reading (O_RDONLY). Finds it even when another
    tool renamed it; NOTFOUND when it was expunged meanwhile. */
 int mailbox_open_message(struct mailbox *box, uint32_t uid, int *fd_r);
+
+/* ---- the message cache ------------------------------------------------
+ * Derived data per message that IMAP needs fast (the parsed MIME tree,
+ * BODYSTRUCTURE, ENVELOPE ...), kept in the mailbox's clustermail.cache
+ * so that a FETCH of it does not re-read and re-parse the message file.
+ * A field number names what the bytes are; the store does not interpret
+ * them. A lookup sees what this view added and what any node had written
+ * when the view last synced. Adds are kept in memory and written to the
+ * file the next time this view holds the mailbox lock exclusively (a
+ * sync that picks up deliveries, STORE, EXPUNGE, APPEND, COPY) or at
+ * mailbox_cache_flush(). The cache is only a cache: a damaged file, or
+ * one from an older UIDVALIDITY, is dropped (logged once) and rebuilt on
+ * demand; losing it loses nothing.
+ */
+enum mail_cache_field {
+	MAIL_CACHE_MIME_TREE = 1,	/* mime_part_serialize() */
+	MAIL_CACHE_BODYSTRUCTURE = 2,	/* IMAP text */
+	MAIL_CACHE_BODY = 3,		/* IMAP text */
+	MAIL_CACHE_ENVELOPE = 4,	/* IMAP text */
+	MAIL_CACHE_SEARCH_HEADER = 5,	/* SEARCH: decoded, case-folded fields */
+	MAIL_CACHE_FIELD_COUNT = 16,	/* field numbers are below this */
+};
+/* Largest value stored (bigger adds are ignored). */
+#define MAIL_CACHE_VALUE_MAX (256 * 1024)
+/* 1 with *data_r / *size_r (valid until the next mailbox_sync() or
+   modifying call on box), 0 if not cached. */
+int mailbox_cache_lookup(struct mailbox *box, uint32_t uid,
+			 enum mail_cache_field field, const void **data_r,
+			 size_t *size_r);
+/* Remember a value (copied). UIDs not in the view are ignored. */
+void mailbox_cache_add(struct mailbox *box, uint32_t uid,
+		       enum mail_cache_field field, const void *data,
+		       size_t size);
+/* Write pending adds if the exclusive lock is free right now (never
+   waits). Returns STORE_OK (also when it was busy: the adds stay pending)
+   or an error. */
+int mailbox_cache_flush(struct mailbox *box);
 
 /* ---- check and rebuild (clustermailctl index) -------------------------- */
 

@@ -184,6 +184,9 @@ int store_subscribe(struct store_user *user, const char *name, bool subscribe)
 	char *canonical;
 	int ret;
 
+	if (user->requester != NULL)
+		return store_set_error(user, STORE_ERR_NOPERM,
+				       "Not allowed for another user's mailboxes");
 	if (name_mailbox_canonical(name, &canonical, &error) < 0) {
 		return store_set_error(user, STORE_ERR_BADNAME,
 				       "Invalid mailbox name: %s", error);

@@ -27,7 +27,12 @@ What is proven (DESIGN invariants 1 and 4, store.h's contract):
     STATUS agrees with the view; nothing is left pending in new/;
   - every process either ran to its deadline and exited 0 or was killed
     by the driver; no in-process check (torture.c) failed;
-  - the run did real work: every kind of operation succeeded at least once.
+  - the run did real work: every kind of operation succeeded at least once;
+  - mailboxes that are created, deleted and renamed while others deliver
+    into them (Tmp/A, Tmp/B): every message found in them at the end is
+    intact, was meant for one of them, and is there once. That nothing
+    acknowledged was lost is not claimed for them: a delete takes its
+    messages along.
 """
 import argparse
 import collections
@@ -35,6 +40,7 @@ import os
 import sys
 
 MAILBOXES = ("INBOX", "Archive", "Work/Sub")
+CHURN_PREFIX = "Tmp/"    # torture.c: created, deleted, renamed on the fly
 MAX_PER_KIND = 15
 # most telling first: a dead process or a broken final state explains
 # much of what follows it
@@ -111,6 +117,7 @@ class Checker:
         self.unresolved = []
         self.ended = {}          # segment -> "end" fields
         self.store_temp = collections.Counter()
+        self.churn_mids = set()  # meant for a churn mailbox (Tmp/...)
 
     def violation(self, text, *tokens, kind="accounting"):
         self.violations.append((kind, text,
@@ -206,6 +213,9 @@ class Checker:
                            kind="in-process")
         elif typ == "end":
             self.ended[seg] = " ".join(f)
+        elif typ == "churn":
+            if f[0] == "intent":
+                self.churn_mids.add(f[1])
         elif typ in ("start", "garbled"):
             pass
         else:
@@ -427,6 +437,28 @@ class Checker:
 
     # ---- processes --------------------------------------------------------
 
+    def check_churn(self, boxes):
+        """Mailboxes created, deleted and renamed during the run: their
+        messages may legitimately vanish, so only this is proven: each
+        message there is intact, was meant for a churn mailbox, and is
+        there once (index check and STATUS are checked with the rest)."""
+        seen = {}
+        for (user, box), b in sorted(boxes.items()):
+            if not box.startswith(CHURN_PREFIX):
+                continue
+            for uid, _modseq, _flags, mid, how in b["msgs"]:
+                where = f"{user} {box} UID {uid}"
+                if how != "ok":
+                    self.violation(f"{where}: {mid}: {how}", mid,
+                                   kind="final state")
+                elif mid not in self.churn_mids:
+                    self.violation(f"{where}: {mid} was never delivered to a "
+                                   "churn mailbox", mid, kind="final state")
+                elif mid in seen:
+                    self.violation(f"{where}: {mid} is also {seen[mid]}", mid,
+                                   kind="final state")
+                seen.setdefault(mid, where)
+
     def check_processes(self, exits_path, segments, logs_dir):
         how = {}
         if exits_path:
@@ -510,6 +542,7 @@ def main():
     checker.settle_deleted()
     boxes = checker.read_dump(args.dump)
     checker.check_final(boxes)
+    checker.check_churn(boxes)
     checker.check_processes(args.exits, segments, args.logs)
     checker.check_work_done()
     return checker.report(boxes)

@@ -831,6 +831,36 @@ static int box_ready(struct box_state *st, struct op_stats *stats)
 	return 0;
 }
 
+/* cache_check - the message cache (store.h) must hold for uid either
+   nothing or the id read from its file, whichever process wrote it,
+   through kills, compactions and torn writes; remember it if absent,
+   and sometimes write the pending values at once */
+static unsigned long cache_lookups, cache_hits;
+
+static void cache_check(struct box_state *st, uint32_t uid, const char *mid)
+{
+	const void *data;
+	size_t size;
+
+	cache_lookups++;
+	if (mailbox_cache_lookup(st->box, uid, MAIL_CACHE_ENVELOPE, &data,
+				 &size) == 1) {
+		cache_hits++;
+		if (size != strlen(mid) || memcmp(data, mid, size) != 0)
+			violation("%s %s uid %u: the message cache holds "
+				  "\"%.*s\", the file is %s",
+				  user_name(st->user_idx), st->name, uid,
+				  (int)(size > 80 ? 80 : size),
+				  (const char *)data, mid);
+		return;
+	}
+	mailbox_cache_add(st->box, uid, MAIL_CACHE_ENVELOPE, mid, strlen(mid));
+	if (rng_below(8) == 0 && mailbox_cache_flush(st->box) != STORE_OK)
+		violation("%s %s: mailbox_cache_flush failed: %s",
+			  user_name(st->user_idx), st->name,
+			  store_user_error(env.users[st->user_idx]));
+}
+
 /* record_seen - read the id of a message in the view and journal it;
    1 seen, 0 gone meanwhile, -1 error */
 static int record_seen(struct box_state *st, const struct snap_record *rec,
@@ -855,6 +885,7 @@ static int record_seen(struct box_state *st, const struct snap_record *rec,
 				st->uidvalidity, rec->uid, *mid_r, rec->modseq,
 				flags_string(rec->flags, flags),
 				keywords_string(rec->keywords, kw));
+			cache_check(st, rec->uid, *mid_r);
 		}
 	}
 	buffer_clear(&data);
@@ -908,15 +939,21 @@ static void mids_free(char **mids, size_t count)
 
 enum op_id {
 	OP_DELIVER, OP_DELIVER2, OP_APPEND, OP_STORE, OP_EXPUNGE, OP_COPY,
-	OP_MOVE, OP_READ, OP_STATUS, OP_REOPEN, OP_COUNT
+	OP_MOVE, OP_READ, OP_STATUS, OP_REOPEN, OP_CHURN, OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
 	"deliver", "deliver2", "append", "store", "expunge", "copy", "move",
-	"read", "status", "reopen",
+	"read", "status", "reopen", "churn",
 };
 static const unsigned int op_weights[OP_COUNT] = {
-	18, 5, 12, 18, 12, 7, 7, 8, 4, 5,
+	18, 5, 12, 18, 12, 7, 7, 8, 4, 5, 6,
 };
+
+/* Mailboxes that come and go (op_churn), first user only. Not in
+   torture_mailboxes: their messages may vanish with them, so
+   check-spool.py proves less about them (see its head). */
+#define CHURN_PREFIX "Tmp/"
+static const char *const churn_mailboxes[] = { "Tmp/A", "Tmp/B" };
 static struct op_stats op_stats[OP_COUNT];
 
 static struct box_state *pick_box(void)
@@ -1012,6 +1049,112 @@ static int op_deliver(unsigned int targets, struct op_stats *stats)
 	buffer_clear(&msg);
 	free(mid);
 	return result;
+}
+
+/* churn_deliver - a delivery into a mailbox that may vanish any time;
+   NOTFOUND is a fine answer */
+static int churn_deliver(const char *name, struct op_stats *stats)
+{
+	struct store_save_options opts;
+	const char *keywords[2];
+	struct store_save *save;
+	struct buffer msg;
+	char *mid = mid_next();
+	int ret;
+
+	buffer_init(&msg, 0);
+	message_generate(mid, &msg);
+	save_options_random(&opts, keywords);
+	save = save_prepare(env.users[0], &msg, stats);
+	ret = save == NULL ? -1 : STORE_OK;
+	if (save != NULL) {
+		/* Before the call: a message found later must have been
+		   meant for a churn mailbox. */
+		journal("churn intent %s %s", mid, name);
+		ret = store_save_deliver(save, env.users[0], name, &opts);
+		journal("churn deliver %s %s %d", mid, name, ret);
+		store_save_free(&save);
+		if (ret == STORE_ERR_NOTFOUND)
+			ret = STORE_OK;
+		else if (ret != STORE_OK)
+			ret = result_bad(stats, "churn deliver", name, ret);
+	}
+	buffer_clear(&msg);
+	free(mid);
+	return ret;
+}
+
+/* churn_read - open, read, flag and sync a mailbox that another process
+   may delete or rename meanwhile: NOTFOUND at any step is fine, anything
+   else but OK or TEMP is not; what is read must be intact */
+static int churn_read(const char *name, struct op_stats *stats)
+{
+	struct mailbox *box;
+	struct buffer data;
+	const char *reason;
+	char *mid = NULL;
+	uint32_t uid;
+	int ret;
+
+	ret = mailbox_open(env.users[0], name, 0, &box);
+	if (ret != STORE_OK)
+		return ret == STORE_ERR_NOTFOUND ? 0 :
+			result_bad(stats, "churn open", name, ret);
+	ret = STORE_OK;
+	if (mailbox_count(box) > 0) {
+		uid = mailbox_record(box, rng_below(mailbox_count(box)))->uid;
+		buffer_init(&data, 0);
+		if (message_read(box, uid, &data) > 0 &&
+		    (reason = message_verify(&data, &mid)) != NULL)
+			violation("churn %s uid %u: %s", name, uid, reason);
+		free(mid);
+		buffer_clear(&data);
+		ret = mailbox_store(box, &uid, 1, MAILBOX_STORE_ADD, MAIL_SEEN,
+				    NULL, 0, NULL, NULL);
+	}
+	if (ret == STORE_OK)
+		ret = mailbox_sync(box, 0, NULL);
+	mailbox_close(&box);
+	if (ret == STORE_OK || ret == STORE_ERR_NOTFOUND)
+		return 0;
+	return result_bad(stats, "churn read", name, ret);
+}
+
+/* op_churn - create, delete and rename (Tmp/A <-> Tmp/B) mailboxes while
+   other processes deliver into them and read them: NOTFOUND and EXISTS
+   are what the races make of them */
+static int op_churn(struct op_stats *stats)
+{
+	struct store_user *user = env.users[0];
+	unsigned int i = rng_below(2);
+	const char *a = churn_mailboxes[i], *b = churn_mailboxes[1 - i];
+	int ret;
+
+	/* Creates and deliveries outnumber deletes: at the end there are
+	   usually churn mailboxes with messages to check. */
+	switch (rng_below(10)) {
+	case 0:
+		return churn_read(a, stats);
+	case 1:
+	case 2:
+		ret = store_mailbox_create(user, a, 0);
+		journal("churn create %s %d", a, ret);
+		break;
+	case 3:
+		ret = store_mailbox_delete(user, a);
+		journal("churn delete %s %d", a, ret);
+		break;
+	case 4:
+		ret = store_mailbox_rename(user, a, b);
+		journal("churn rename %s %s %d", a, b, ret);
+		break;
+	default:
+		return churn_deliver(a, stats);
+	}
+	if (ret == STORE_OK || ret == STORE_ERR_NOTFOUND ||
+	    ret == STORE_ERR_EXISTS)
+		return 0;
+	return result_bad(stats, "churn", a, ret);
 }
 
 /* op_append - APPEND into an open mailbox: the UID is known at the ack */
@@ -1414,6 +1557,7 @@ static int op_run(enum op_id id)
 	case OP_READ: return op_read(st, stats);
 	case OP_STATUS: return op_status(st, stats);
 	case OP_REOPEN: return op_reopen(st, stats);
+	case OP_CHURN: return op_churn(stats);
 	case OP_COUNT: break;
 	}
 	log_panic("op_run: bad op %d", id);
@@ -1480,11 +1624,15 @@ static int mode_run(void)
 			op_stats[id].ok++;
 		ops++;
 	}
+	/* Leave something in the churn mailboxes for check-spool.py. */
+	for (unsigned int i = 0; i < N_ELEMENTS(churn_mailboxes); i++)
+		(void)churn_deliver(churn_mailboxes[i], &op_stats[OP_CHURN]);
 	buffer_init(&line, 0);
 	for (unsigned int i = 0; i < OP_COUNT; i++)
 		buffer_printf(&line, " %s=%lu/%lu/%lu", op_names[i],
 			      op_stats[i].ok, op_stats[i].attempts,
 			      op_stats[i].temp);
+	buffer_printf(&line, " cache=%lu/%lu", cache_hits, cache_lookups);
 	journal("end ops=%lu violations=%lu%s", ops, violation_count,
 		buffer_cstr(&line));
 	buffer_clear(&line);
@@ -1558,6 +1706,21 @@ static void dump_mailbox(unsigned int u, const char *name)
 	dump_check("post", u, name);
 }
 
+/* dump_churn_mailbox - a churn mailbox, if entry is one: opened first,
+   which completes a create that a kill interrupted (a directory without
+   metadata is rebuilt, with a log line) */
+static void dump_churn_mailbox(unsigned int u, const struct store_list_entry *entry)
+{
+	struct mailbox *box;
+
+	if (strncmp(entry->name, CHURN_PREFIX, strlen(CHURN_PREFIX)) != 0 ||
+	    (entry->attrs & STORE_LIST_NONEXISTENT) != 0)
+		return;
+	if (mailbox_open(env.users[u], entry->name, 0, &box) == STORE_OK)
+		mailbox_close(&box);
+	dump_mailbox(u, entry->name);
+}
+
 /* mode_dump - the final state for check-spool.py */
 static int mode_dump(void)
 {
@@ -1572,10 +1735,12 @@ static int mode_dump(void)
 		for (size_t i = 0; ret == STORE_OK && i < count; i++)
 			printf(" %s", entries[i].name);
 		printf("\n");
-		if (ret == STORE_OK)
-			store_list_free(entries, count);
 		for (unsigned int m = 0; m < MAILBOX_COUNT; m++)
 			dump_mailbox(u, torture_mailboxes[m]);
+		for (size_t i = 0; ret == STORE_OK && i < count; i++)
+			dump_churn_mailbox(u, &entries[i]);
+		if (ret == STORE_OK)
+			store_list_free(entries, count);
 	}
 	fflush(stdout);
 	return 0;

@@ -464,6 +464,49 @@ START_TEST(test_sync_script)
 }
 END_TEST
 
+START_TEST(test_sync_estale_retry)
+{
+	struct sio *sio = sio_create_sync(NULL);
+	struct stat st;
+	char buf[4];
+	int fd;
+
+	fd = sio_openat(sio, fx.dirfd, "f", O_RDWR | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(sio_pwrite(sio, fd, "abc", 3, 0), 3);
+	ck_assert_int_eq(sio_close(sio, fd), 0);
+	/* Path-based calls look the path up again: three stale handles in a
+	   row are survived, a fourth is not. */
+	sio_inject_fault(sio, SIO_OP_OPENAT, ESTALE, 3);
+	fd = sio_openat(sio, fx.dirfd, "f", O_RDONLY, 0);
+	ck_assert_int_ge(fd, 0);
+	sio_inject_fault(sio, SIO_OP_FSTATAT, ESTALE, 4);
+	ck_assert_int_eq(sio_fstatat(sio, fx.dirfd, "f", &st, 0), -ESTALE);
+	ck_assert_int_eq(sio_fstatat(sio, fx.dirfd, "f", &st, 0), 0);
+	sio_inject_fault(sio, SIO_OP_RENAMEAT, ESTALE, 2);
+	ck_assert_int_eq(sio_renameat(sio, fx.dirfd, "f", fx.dirfd, "g", 0), 0);
+	sio_inject_fault(sio, SIO_OP_LINKAT, ESTALE, 1);
+	ck_assert_int_eq(sio_linkat(sio, fx.dirfd, "g", fx.dirfd, "h"), 0);
+	sio_inject_fault(sio, SIO_OP_UNLINKAT, ESTALE, 3);
+	ck_assert_int_eq(sio_unlinkat(sio, fx.dirfd, "h", 0), 0);
+	sio_inject_fault(sio, SIO_OP_MKDIRAT, ESTALE, 1);
+	ck_assert_int_eq(sio_mkdirat(sio, fx.dirfd, "d", 0700), 0);
+	/* Other errors are not retried. */
+	sio_inject_fault(sio, SIO_OP_OPENAT, EIO, 1);
+	ck_assert_int_eq(sio_openat(sio, fx.dirfd, "g", O_RDONLY, 0), -EIO);
+	/* A descriptor cannot be looked up again: -ESTALE at once. */
+	sio_inject_fault(sio, SIO_OP_PREAD, ESTALE, 1);
+	ck_assert_int_eq(sio_pread(sio, fd, buf, 3, 0), -ESTALE);
+	ck_assert_int_eq(sio_pread(sio, fd, buf, 3, 0), 3);
+	sio_inject_fault(sio, SIO_OP_FSTAT, ESTALE, 1);
+	ck_assert_int_eq(sio_fstat(sio, fd, &st), -ESTALE);
+	ck_assert_int_eq(sio_close(sio, fd), 0);
+	ck_assert_int_eq(unlinkat(fx.dirfd, "g", 0), 0);
+	ck_assert_int_eq(unlinkat(fx.dirfd, "d", AT_REMOVEDIR), 0);
+	sio_destroy(&sio);
+}
+END_TEST
+
 START_TEST(test_sync_large_io)
 {
 	/* Megabytes in one call, at an offset, and a short read at EOF. */
@@ -1086,6 +1129,7 @@ static Suite *sync_suite(void)
 	tcase_add_checked_fixture(tc, fixture_dir_setup, fixture_teardown);
 	tcase_add_test(tc, test_sync_script);
 	tcase_add_test(tc, test_sync_large_io);
+	tcase_add_test(tc, test_sync_estale_retry);
 	suite_add_tcase(suite, tc);
 	return suite;
 }

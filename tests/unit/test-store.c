@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 
 struct node {
 	struct iopool *pool;
@@ -554,6 +556,853 @@ START_TEST(test_subscriptions_acl)
 }
 END_TEST
 
+/* ---- the message cache ---- */
+
+/* cache_has - does box's cache hold exactly text for (uid, field)? */
+static bool cache_has(struct mailbox *box, uint32_t uid,
+		      enum mail_cache_field field, const char *text)
+{
+	const void *data;
+	size_t size;
+
+	if (mailbox_cache_lookup(box, uid, field, &data, &size) != 1)
+		return false;
+	return size == strlen(text) && memcmp(data, text, size) == 0;
+}
+
+static void cache_path(const char *user_dir, char *path, size_t size)
+{
+	snprintf(path, size, "%s/%s/clustermail.cache", spool, user_dir);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+START_TEST(test_cache_two_views)
+{
+	struct store_user *a = user_open(&n1, "cache1@example.com");
+	struct store_user *a2 = user_open(&n1, "cache1@example.com");
+	struct store_user *b = user_open(&n2, "cache1@example.com");
+	struct mailbox *va, *va2, *vb;
+
+	for (int i = 0; i < 3; i++)
+		deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(a2, "INBOX", 0, &va2), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	ck_assert(!cache_has(va, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1"));
+	mailbox_cache_add(va, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1", 3);
+	mailbox_cache_add(va, 2, MAIL_CACHE_ENVELOPE, "env2", 4);
+	mailbox_cache_add(va, 99, MAIL_CACHE_ENVELOPE, "none", 4);
+	/* Seen at once by the view that added it, not yet by others. */
+	ck_assert(cache_has(va, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1"));
+	ck_assert(!cache_has(va, 99, MAIL_CACHE_ENVELOPE, "none"));
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert(!cache_has(vb, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1"));
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	/* After their next sync, other views on both "nodes" see it. */
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(va2, 0, NULL), 0);
+	ck_assert(cache_has(vb, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1"));
+	ck_assert(cache_has(vb, 2, MAIL_CACHE_ENVELOPE, "env2"));
+	ck_assert(cache_has(va2, 2, MAIL_CACHE_ENVELOPE, "env2"));
+	ck_assert(!cache_has(vb, 2, MAIL_CACHE_BODYSTRUCTURE, "env2"));
+	/* An add is also written by the next EX section (here a STORE). */
+	mailbox_cache_add(vb, 3, MAIL_CACHE_BODY, "body3", 5);
+	{
+		uint32_t uid = 3;
+
+		ck_assert_int_eq(mailbox_store(vb, &uid, 1, MAILBOX_STORE_ADD,
+					       MAIL_SEEN, NULL, 0, NULL, NULL), 0);
+	}
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	ck_assert(cache_has(va, 3, MAIL_CACHE_BODY, "body3"));
+	mailbox_close(&va);
+	mailbox_close(&va2);
+	mailbox_close(&vb);
+
+	/* It survives closing every view. */
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_BODYSTRUCTURE, "bs1"));
+	ck_assert(cache_has(va, 3, MAIL_CACHE_BODY, "body3"));
+	mailbox_close(&va);
+	ck_assert_uint_eq(check_problems(a, "INBOX"), 0);
+	store_user_close(&a);
+	store_user_close(&a2);
+	store_user_close(&b);
+}
+END_TEST
+
+START_TEST(test_cache_other_process)
+{
+	struct store_user *a = user_open(&n1, "cache2@example.com");
+	struct mailbox *va;
+	int status;
+	pid_t pid;
+
+	deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* Its own lock client: OFD locks of inherited descriptors
+		   would be shared with the parent. */
+		struct node n3;
+		struct store_user *c;
+		struct mailbox *vc;
+		const char *error;
+		int ok;
+
+		node_init(&n3, "node3");
+		ok = store_user_open(n3.store, n3.sio, "cache2@example.com", 0,
+				     &c, &error) == 0 &&
+			mailbox_open(c, "INBOX", 0, &vc) == 0;
+		if (ok) {
+			mailbox_cache_add(vc, 1, MAIL_CACHE_MIME_TREE, "tree", 4);
+			ok = mailbox_cache_flush(vc) == 0;
+			mailbox_close(&vc);
+			store_user_close(&c);
+		}
+		_exit(ok ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert(!cache_has(va, 1, MAIL_CACHE_MIME_TREE, "tree"));
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_MIME_TREE, "tree"));
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
+
+/* Run fn with stderr going to a file; returns what was logged. */
+static char *capture_stderr_begin(int *saved_fd, char *path, size_t size)
+{
+	int fd;
+
+	snprintf(path, size, "%s/stderr.log", spool);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	*saved_fd = dup(2);
+	dup2(fd, 2);
+	close(fd);
+	return path;
+}
+
+static char *capture_stderr_end(int saved_fd, const char *path)
+{
+	static char buf[8192];
+	ssize_t n;
+	int fd;
+
+	dup2(saved_fd, 2);
+	close(saved_fd);
+	fd = open(path, O_RDONLY);
+	n = fd < 0 ? 0 : read(fd, buf, sizeof(buf) - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+START_TEST(test_cache_damage)
+{
+	struct store_user *a = user_open(&n1, "cache3@example.com");
+	struct mailbox *va;
+	char path[512], logpath[512], *logged;
+	int fd, saved;
+
+	for (int i = 0; i < 3; i++)
+		deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "first", 5);
+	mailbox_cache_add(va, 2, MAIL_CACHE_ENVELOPE, "second", 6);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	mailbox_close(&va);
+	cache_path("example.com/cache3", path, sizeof(path));
+
+	/* Torn: the last record cut short. The first still reads. */
+	ck_assert_int_eq(truncate(path, file_size(path) - 3), 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "first"));
+	ck_assert(!cache_has(va, 2, MAIL_CACHE_ENVELOPE, "second"));
+	mailbox_close(&va);
+
+	/* Garbled inside the first record: nothing after it is trusted. */
+	fd = open(path, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "X", 1, 32 + 9 + 1), 1);
+	close(fd);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(!cache_has(va, 1, MAIL_CACHE_ENVELOPE, "first"));
+	/* The next EX holder drops and rebuilds it, with a log line. */
+	mailbox_cache_add(va, 3, MAIL_CACHE_ENVELOPE, "third", 5);
+	capture_stderr_begin(&saved, logpath, sizeof(logpath));
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	logged = capture_stderr_end(saved, logpath);
+	ck_assert_msg(strstr(logged, "clustermail.cache is damaged") != NULL,
+		      "logged: %s", logged);
+	mailbox_close(&va);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(cache_has(va, 3, MAIL_CACHE_ENVELOPE, "third"));
+	ck_assert(!cache_has(va, 1, MAIL_CACHE_ENVELOPE, "first"));
+	mailbox_close(&va);
+
+	/* Garbage from the start (a bad header). */
+	fd = open(path, O_WRONLY);
+	ck_assert_int_eq(pwrite(fd, "garbage!", 8, 0), 8);
+	close(fd);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(!cache_has(va, 3, MAIL_CACHE_ENVELOPE, "third"));
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "again", 5);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	mailbox_close(&va);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "again"));
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
+
+START_TEST(test_cache_uidvalidity)
+{
+	struct store_user *a = user_open(&n1, "cache4@example.com");
+	struct mailbox *va;
+	char path[512];
+	uint32_t header_uv;
+	int fd;
+
+	deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "old", 3);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	mailbox_close(&va);
+	/* A rebuild with a new UIDVALIDITY: UID 1 may be another message. */
+	corrupt_file("example.com/cache4", "clustermail.index");
+	ck_assert_int_eq(store_index_rebuild(a, "INBOX"), 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(!cache_has(va, 1, MAIL_CACHE_ENVELOPE, "old"));
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "new", 3);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	cache_path("example.com/cache4", path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &header_uv, 4, 12), 4);
+	close(fd);
+	ck_assert_uint_eq(header_uv, mailbox_uidvalidity(va));
+	mailbox_close(&va);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "new"));
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
+
+START_TEST(test_cache_compaction_and_limits)
+{
+	struct store_user *a = user_open(&n1, "cache5@example.com");
+	struct mailbox *va, *vb;
+	uint32_t uids[60];
+	char path[512], text[32];
+	uint8_t *big;
+	off_t before;
+
+	for (int i = 0; i < 100; i++)
+		deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	for (uint32_t uid = 1; uid <= 100; uid++) {
+		snprintf(text, sizeof(text), "envelope of %u", uid);
+		mailbox_cache_add(va, uid, MAIL_CACHE_ENVELOPE, text, strlen(text));
+		mailbox_cache_add(va, uid, MAIL_CACHE_BODY, "b", 1);
+	}
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	cache_path("example.com/cache5", path, sizeof(path));
+	before = file_size(path);
+	/* Most messages expunged: the file is rewritten without them. */
+	for (uint32_t i = 0; i < 60; i++)
+		uids[i] = i + 1;
+	ck_assert_int_eq(mailbox_expunge(va, uids, 60, NULL, NULL), 0);
+	ck_assert_int_lt(file_size(path), before / 2 + 64);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &vb), 0);
+	ck_assert(!cache_has(vb, 1, MAIL_CACHE_ENVELOPE, "envelope of 1"));
+	ck_assert(cache_has(vb, 61, MAIL_CACHE_ENVELOPE, "envelope of 61"));
+	ck_assert(cache_has(vb, 100, MAIL_CACHE_BODY, "b"));
+	mailbox_close(&vb);
+
+	/* MAIL_CACHE_VALUE_MAX: up to it is kept, past it ignored. */
+	big = calloc(1, MAIL_CACHE_VALUE_MAX + 1);
+	memset(big, 'x', MAIL_CACHE_VALUE_MAX + 1);
+	mailbox_cache_add(va, 70, MAIL_CACHE_MIME_TREE, big, MAIL_CACHE_VALUE_MAX + 1);
+	mailbox_cache_add(va, 71, MAIL_CACHE_MIME_TREE, big, MAIL_CACHE_VALUE_MAX);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &vb), 0);
+	{
+		const void *data;
+		size_t size;
+
+		ck_assert_int_eq(mailbox_cache_lookup(vb, 70, MAIL_CACHE_MIME_TREE,
+						      &data, &size), 0);
+		ck_assert_int_eq(mailbox_cache_lookup(vb, 71, MAIL_CACHE_MIME_TREE,
+						      &data, &size), 1);
+		ck_assert_uint_eq(size, MAIL_CACHE_VALUE_MAX);
+		ck_assert(memcmp(data, big, size) == 0);
+	}
+	free(big);
+	mailbox_close(&vb);
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
+
+START_TEST(test_cache_flush_busy)
+{
+	struct store_user *a = user_open(&n1, "cache6@example.com");
+	struct store_user *b = user_open(&n2, "cache6@example.com");
+	char lock_name[LOCK_NAME_MAX + 1];
+	struct mailbox *va, *vb;
+	struct lock *lock;
+
+	deliver(a, NULL, "Subject: c\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "pending", 7);
+	/* Another handle holds EX: flush does not wait, the add stays. */
+	lock_name_mailbox("cache6@example.com", "INBOX", lock_name);
+	lock = lock_create(n2.locks, lock_name, LOCK_CLASS_OTHER);
+	ck_assert_int_eq(sio_lock(n2.sio, lock, LOCK_MODE_EX, 0, 1000), 0);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "pending"));
+	lock_release(lock);
+	lock_destroy(&lock);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert(!cache_has(vb, 1, MAIL_CACHE_ENVELOPE, "pending"));
+	/* Free again: written now. */
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert(cache_has(vb, 1, MAIL_CACHE_ENVELOPE, "pending"));
+	mailbox_close(&va);
+	mailbox_close(&vb);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
+static uint64_t sync_ops(void)
+{
+	struct sio_stats st;
+
+	sio_get_stats(&st);
+	return st.sync_ops;
+}
+
+/* A view whose stamp matches the lock value block reads nothing of the
+   log: after another node's write (the value was stored at its release)
+   one sync catches up, the next costs only the directory checks. */
+START_TEST(test_stamp_saves_log_reads)
+{
+	struct store_user *a = user_open(&n1, "stamp@example.com");
+	struct store_user *b = user_open(&n2, "stamp@example.com");
+	struct mailbox *va, *vb;
+	uint64_t before, idle, after;
+	uint32_t uid = 1;
+
+	deliver(a, NULL, "Subject: s\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	idle = sync_ops() - before;
+	ck_assert_int_eq(mailbox_store(va, &uid, 1, MAILBOX_STORE_ADD,
+				       MAIL_FLAGGED, NULL, 0, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_record(vb, 0)->flags & MAIL_FLAGGED,
+			  MAIL_FLAGGED);
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	after = sync_ops() - before;
+	ck_assert_msg(after == idle, "idle sync %llu ops, after a write %llu",
+		      (unsigned long long)idle, (unsigned long long)after);
+	/* The writer's own view matches what it published. */
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	ck_assert_uint_eq(sync_ops() - before, idle);
+	/* The directory check, new/ (stat + listing: it changed within the
+	   last seconds) and the cache file's stat; nothing of the log. */
+	ck_assert_uint_le(idle, 4);
+	mailbox_close(&va);
+	mailbox_close(&vb);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
+/* new/ is listed only when it may have changed: a sync skips the listing
+   of a new/ this process found empty whose mtime has not moved since,
+   and a delivery (which moves it) is still seen at once. */
+START_TEST(test_new_dir_skip)
+{
+	struct store_user *a = user_open(&n1, "newdir@example.com");
+	struct store_user *b = user_open(&n2, "newdir@example.com");
+	struct timespec times[2];
+	struct mailbox *va, *vb;
+	struct mailbox_changes ch;
+	uint64_t before, skipped, hinted;
+	char path[512];
+
+	deliver(a, NULL, "Subject: n\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	/* Make new/'s last change look settled (10 s ago). */
+	snprintf(path, sizeof(path), "%s/example.com/newdir/new", spool);
+	clock_gettime(CLOCK_REALTIME, &times[0]);
+	times[0].tv_sec -= 10;
+	times[0].tv_nsec = 123456789;
+	times[1] = times[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);	/* lists, remembers */
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	skipped = sync_ops() - before;
+	/* The directory check, new/'s stat, the cache's stat: no listing. */
+	ck_assert_uint_eq(skipped, 3);
+	/* Another process (here: store) learns it from the hint file: three
+	   calls to read it, where without the file there are one (the open
+	   that fails), the listing of new/ and four to write the hint. */
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_open(b, "INBOX", MAILBOX_OPEN_READONLY, &vb), 0);
+	hinted = sync_ops() - before;
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	mailbox_close(&vb);
+	{
+		struct node n3;
+		struct store_user *c;
+
+		snprintf(path, sizeof(path),
+			 "%s/example.com/newdir/clustermail.newseen", spool);
+		ck_assert_int_eq(unlink(path), 0);
+		node_init(&n3, "node3");
+		c = user_open(&n3, "newdir@example.com");
+		before = sync_ops();
+		ck_assert_int_eq(mailbox_open(c, "INBOX", MAILBOX_OPEN_READONLY,
+					      &vb), 0);
+		ck_assert_uint_eq(sync_ops() - before, hinted + 3);
+		mailbox_close(&vb);
+		store_user_close(&c);
+		node_deinit(&n3);
+		snprintf(path, sizeof(path), "%s/example.com/newdir/new", spool);
+	}
+	/* Another node delivers: the mtime moves, the listing runs. */
+	deliver(b, NULL, "Subject: n2\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_sync(va, 0, &ch), 0);
+	ck_assert_uint_eq(ch.new_count, 1);
+	ck_assert_uint_eq(mailbox_count(va), 2);
+	mailbox_changes_free(&ch);
+	/* A file system with whole-second times (tv_nsec 0): always listed. */
+	times[0].tv_nsec = 0;
+	times[1] = times[0];
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	before = sync_ops();
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	ck_assert_uint_eq(sync_ops() - before, skipped + 1);
+	mailbox_close(&va);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
+/* A stale NFS handle on a descriptor cannot be retried: the store says
+   "try again later" and nothing breaks; the next attempt works. */
+START_TEST(test_estale_is_temporary)
+{
+	struct store_user *u = user_open(&n1, "stale@example.com");
+	struct mailbox *box;
+
+	deliver(u, NULL, "Subject: s\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &box), 0);
+	mailbox_close(&box);
+	sio_inject_fault(n1.sio, SIO_OP_PREAD, ESTALE, 1);
+	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &box), STORE_ERR_TEMP);
+	/* Path lookups that go stale are redone: no error at all. */
+	sio_inject_fault(n1.sio, SIO_OP_OPENAT, ESTALE, 2);
+	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &box), 0);
+	ck_assert_uint_eq(mailbox_count(box), 1);
+	mailbox_close(&box);
+	store_user_close(&u);
+}
+END_TEST
+
+/* store_list: every mailbox once, parents that exist only as prefixes,
+   subscriptions of missing names, in order, with the right attributes. */
+START_TEST(test_list_parents_and_subscriptions)
+{
+	static const struct {
+		const char *name;
+		unsigned int attrs;
+	} want[] = {
+		{ "INBOX", STORE_LIST_HAS_CHILDREN },
+		{ "INBOX/sub", 0 },
+		{ "a", STORE_LIST_NONEXISTENT | STORE_LIST_HAS_CHILDREN },
+		{ "a/b", STORE_LIST_NONEXISTENT | STORE_LIST_SUBSCRIBED |
+		  STORE_LIST_HAS_CHILDREN },
+		{ "a/b/c", STORE_LIST_SUBSCRIBED },
+		{ "a/b/d", 0 },
+		{ "a/x", 0 },
+		{ "gone", STORE_LIST_NONEXISTENT | STORE_LIST_SUBSCRIBED },
+		{ "m", STORE_LIST_HAS_CHILDREN },
+		{ "m/n", 0 },
+	};
+	struct store_user *u = user_open(&n1, "lister@example.com");
+	struct store_list_entry *e;
+	size_t count;
+
+	ck_assert_int_eq(store_mailbox_create(u, "a/b/c", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "a/b/d", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "a/x", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "m/n", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "m", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "INBOX/sub", 0), 0);
+	ck_assert_int_eq(store_subscribe(u, "a/b", true), 0);
+	ck_assert_int_eq(store_subscribe(u, "a/b/c", true), 0);
+	ck_assert_int_eq(store_subscribe(u, "gone", true), 0);
+	ck_assert_int_eq(store_list(u, &e, &count), 0);
+	ck_assert_uint_eq(count, N_ELEMENTS(want));
+	for (size_t i = 0; i < count; i++) {
+		ck_assert_str_eq(e[i].name, want[i].name);
+		ck_assert_msg((e[i].attrs & ~STORE_SPECIAL_MASK) == want[i].attrs,
+			      "%s: attrs %#x, want %#x", e[i].name, e[i].attrs,
+			      want[i].attrs);
+	}
+	store_list_free(e, count);
+	store_user_close(&u);
+}
+END_TEST
+
+/* Delivery into a missing mailbox says so; a missing tmp file (the
+   other side of the link) is not "no such mailbox". */
+START_TEST(test_deliver_missing_mailbox)
+{
+	struct store_user *u = user_open(&n1, "missing@example.com");
+	struct store_save_options opts = { 0 };
+	struct store_save *save;
+	int ret;
+
+	save = store_save_begin(u, &ret);
+	ck_assert_int_eq(ret, 0);
+	ck_assert_int_eq(store_save_write(save, "S: x\n\nx\n", 8), 0);
+	ck_assert_int_eq(store_save_finish(save), 0);
+	ck_assert_int_eq(store_save_deliver(save, u, "Nope", &opts),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_ptr_nonnull(strstr(store_user_error(u), "doesn't exist"));
+	/* The saved file vanishes (a tmp/ cleaner): a temporary failure. */
+	{
+		char path[300], file[600];
+		struct dirent *d;
+		DIR *dir;
+
+		snprintf(path, sizeof(path), "%s/example.com/missing/tmp", spool);
+		dir = opendir(path);
+		ck_assert_ptr_nonnull(dir);
+		while ((d = readdir(dir)) != NULL) {
+			if (d->d_name[0] == '.')
+				continue;
+			snprintf(file, sizeof(file), "%s/%s", path, d->d_name);
+			ck_assert_int_eq(unlink(file), 0);
+		}
+		closedir(dir);
+	}
+	ret = store_save_deliver(save, u, "INBOX", &opts);
+	ck_assert_int_eq(ret, STORE_ERR_TEMP);
+	store_save_free(&save);
+	store_user_close(&u);
+}
+END_TEST
+
+/* shared_append - APPEND one message with flags into box */
+static int shared_append(struct store_user *u, struct mailbox *box,
+			 uint32_t flags, const char *const *keywords)
+{
+	struct store_save_options opts = { .flags = flags, .keywords = keywords };
+	struct store_save *save;
+	uint32_t uid, uidv;
+	int ret;
+
+	save = store_save_begin(u, &ret);
+	ck_assert_int_eq(ret, 0);
+	ck_assert_int_eq(store_save_write(save, "Subject: s\r\n\r\nb\r\n", 16), 0);
+	ck_assert_int_eq(store_save_finish(save), 0);
+	ret = store_save_append(save, box, &opts, &uid, &uidv);
+	store_save_free(&save);
+	return ret;
+}
+
+/* registry_append - add text to SPOOL/.shared/<identifier> */
+static void registry_append(const char *identifier, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/.shared/%s", spool, identifier);
+	ck_assert_ptr_nonnull(f = fopen(path, "a"));
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A session of alice on bob's spool: every operation checks alice's
+   rights; no "l" and no "r" looks like a missing mailbox. */
+START_TEST(test_shared_open_list_status)
+{
+	struct store_user *alice = user_open(&n1, "alice@example.com");
+	struct store_user *bob = user_open(&n1, "bob@example.com");
+	struct store_user *shared;
+	struct store_list_entry *entries;
+	struct store_status st;
+	struct mailbox *box;
+	unsigned int rights;
+	char letters[16], **owners;
+	size_t count;
+
+	ck_assert_int_eq(store_mailbox_create(bob, "Projects", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(bob, "Projects/X", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(bob, "Private", 0), 0);
+	deliver(bob, "Projects/X", "Subject: x\n\nx\n", 0);
+
+	/* Nothing granted: no owners, nothing listed, nothing opens. */
+	ck_assert_int_eq(store_shared_owners(alice, &owners, &count), 0);
+	ck_assert_uint_eq(count, 0);
+	store_shared_owners_free(owners, count);
+	ck_assert_int_eq(store_user_open_shared(alice, "bob@example.com", &shared), 0);
+	ck_assert_str_eq(store_user_requester(shared), "alice@example.com");
+	ck_assert_int_eq(store_list(shared, &entries, &count), 0);
+	ck_assert_uint_eq(count, 0);
+	store_list_free(entries, count);
+	ck_assert_int_eq(mailbox_open(shared, "Projects/X", 0, &box),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(mailbox_open(shared, "Nope", 0, &box),
+			 STORE_ERR_NOTFOUND);
+	/* The refusal reads exactly like a missing mailbox, in alice's
+	   session too. */
+	ck_assert_str_eq(store_user_error(alice), "Mailbox doesn't exist: Nope");
+	ck_assert_int_eq(mailbox_open(shared, "Projects/X", 0, &box),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_str_eq(store_user_error(alice),
+			 "Mailbox doesn't exist: Projects/X");
+	ck_assert_int_eq(store_mailbox_status(shared, "Projects/X", &st),
+			 STORE_ERR_NOTFOUND);
+
+	/* "l" only: listed (with its parent as a non-existent prefix), but
+	   neither opened nor counted. */
+	ck_assert_int_eq(store_acl_set(bob, "Projects/X", "alice@example.com", "l"), 0);
+	ck_assert_int_eq(store_shared_owners(alice, &owners, &count), 0);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_str_eq(owners[0], "bob@example.com");
+	store_shared_owners_free(owners, count);
+	ck_assert_int_eq(store_list(shared, &entries, &count), 0);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_str_eq(entries[0].name, "Projects");
+	ck_assert_uint_eq(entries[0].attrs, STORE_LIST_NONEXISTENT |
+			  STORE_LIST_HAS_CHILDREN);
+	ck_assert_str_eq(entries[1].name, "Projects/X");
+	ck_assert_uint_eq(entries[1].attrs, 0);
+	store_list_free(entries, count);
+	ck_assert_int_eq(mailbox_open(shared, "Projects/X", 0, &box),
+			 STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_mailbox_status(shared, "Projects/X", &st),
+			 STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_mailbox_myrights(shared, "Projects/X", &rights), 0);
+	ck_assert_int_eq(store_acl_myrights(shared, "Projects/X", letters), 0);
+	ck_assert_str_eq(letters, "l");
+	ck_assert_int_eq(store_mailbox_myrights(shared, "Private", &rights),
+			 STORE_ERR_NOTFOUND);
+
+	/* "lr": opens and counts; the view says what alice may do. */
+	ck_assert_int_eq(store_acl_set(bob, "Projects/X", "alice@example.com", "+r"), 0);
+	ck_assert_int_eq(store_mailbox_status(shared, "Projects/X", &st), 0);
+	ck_assert_uint_eq(st.messages, 1);
+	ck_assert_int_eq(mailbox_open(shared, "Projects/X", 0, &box), 0);
+	ck_assert_uint_eq(mailbox_count(box), 1);
+	ck_assert_str_eq(letters, "l");
+	mailbox_close(&box);
+	/* The owner's own handle is not restricted. */
+	ck_assert_ptr_null(store_user_requester(bob));
+	ck_assert_int_eq(mailbox_open(bob, "Private", 0, &box), 0);
+	mailbox_close(&box);
+	/* "anyone" counts, and lands in the registry too. */
+	ck_assert_int_eq(store_acl_set(bob, "Private", "anyone", "lr"), 0);
+	ck_assert_int_eq(store_list(shared, &entries, &count), 0);
+	ck_assert_uint_eq(count, 3);
+	store_list_free(entries, count);
+	/* The registry is a hint: junk and duplicate lines are dropped. */
+	registry_append("alice@example.com",
+			"../../etc\n\nBOB@example.com\nalice@example.com\n"
+			"carol@example.com");
+	ck_assert_int_eq(store_shared_owners(alice, &owners, &count), 0);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_str_eq(owners[0], "bob@example.com");
+	ck_assert_str_eq(owners[1], "carol@example.com");
+	store_shared_owners_free(owners, count);
+	/* Subscriptions, quota limits and index repair are the owner's. */
+	ck_assert_int_eq(store_subscribe(shared, "Private", true), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_quota_set(shared, 1, 1), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_index_rebuild(shared, "Private"), STORE_ERR_NOPERM);
+	store_user_close(&shared);
+	store_user_close(&bob);
+	/* Unknown or invalid owners look like missing mailboxes. */
+	ck_assert_int_eq(store_user_open_shared(alice, "nobody@example.com", &shared),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_user_open_shared(alice, "..", &shared),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_user_open_shared(alice, "../x@example.com", &shared),
+			 STORE_ERR_NOTFOUND);
+	store_user_close(&alice);
+}
+END_TEST
+
+/* Flags, expunge, append and copy each need their own right. */
+START_TEST(test_shared_message_rights)
+{
+	struct store_user *alice = user_open(&n1, "alice@example.com");
+	struct store_user *bob = user_open(&n1, "bob@example.com");
+	const char *kw[] = { "todo", NULL };
+	struct store_user *shared;
+	struct mailbox *box, *own;
+	uint32_t uid;
+	int fd;
+
+	ck_assert_int_eq(store_mailbox_create(bob, "Team", 0), 0);
+	deliver(bob, "Team", "Subject: 1\n\n1\n", 0);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "lr"), 0);
+	ck_assert_int_eq(store_user_open_shared(alice, "bob@example.com", &shared), 0);
+	ck_assert_int_eq(mailbox_open(shared, "Team", 0, &box), 0);
+	uid = mailbox_record(box, 0)->uid;
+	ck_assert_int_eq(mailbox_open_message(box, uid, &fd), 0);
+	close(fd);
+
+	/* "r" only: flag changes are left out silently (FETCH's \Seen). */
+	ck_assert_int_eq(mailbox_store(box, &uid, 1, MAILBOX_STORE_ADD,
+				       MAIL_SEEN | MAIL_FLAGGED | MAIL_DELETED,
+				       kw, 0, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_record(box, 0)->flags & MAIL_FLAGS_MASK, 0);
+	ck_assert_uint_eq(mailbox_record(box, 0)->keywords, 0);
+	/* "s": \Seen only; "t": \Deleted; "w": the rest and keywords. */
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "+s"), 0);
+	ck_assert_int_eq(mailbox_store(box, &uid, 1, MAILBOX_STORE_ADD,
+				       MAIL_SEEN | MAIL_FLAGGED, kw, 0, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_record(box, 0)->flags & MAIL_FLAGS_MASK, MAIL_SEEN);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "+wt"), 0);
+	ck_assert_int_eq(mailbox_store(box, &uid, 1, MAILBOX_STORE_REPLACE,
+				       MAIL_FLAGGED | MAIL_DELETED, kw, 0, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_record(box, 0)->flags & MAIL_FLAGS_MASK,
+			  MAIL_FLAGGED | MAIL_DELETED);
+	ck_assert_uint_ne(mailbox_record(box, 0)->keywords, 0);
+	/* Expunge needs "e". */
+	ck_assert_int_eq(mailbox_expunge(box, NULL, 0, NULL, NULL), STORE_ERR_NOPERM);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_count(box), 1);
+	/* Append needs "i"; without "w" the keywords are dropped. */
+	ck_assert_int_eq(shared_append(alice, box, MAIL_SEEN, NULL), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "lrsi"), 0);
+	ck_assert_int_eq(shared_append(alice, box, MAIL_SEEN | MAIL_FLAGGED, kw), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_count(box), 2);
+	ck_assert_uint_eq(mailbox_record(box, 1)->flags & MAIL_FLAGS_MASK, MAIL_SEEN);
+	ck_assert_uint_eq(mailbox_record(box, 1)->keywords, 0);
+	/* Copy out of the shared mailbox into alice's own, and back in. */
+	ck_assert_int_eq(mailbox_copy_to(box, &uid, 1, alice, "INBOX", false,
+					 NULL, NULL, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_open(alice, "INBOX", 0, &own), 0);
+	ck_assert_uint_eq(mailbox_count(own), 1);
+	/* Moving out needs "t" and "e" on the source. */
+	ck_assert_int_eq(mailbox_copy_to(box, &uid, 1, alice, "INBOX", true,
+					 NULL, NULL, NULL, NULL), STORE_ERR_NOPERM);
+	uid = mailbox_record(own, 0)->uid;
+	ck_assert_int_eq(mailbox_copy_to(own, &uid, 1, shared, "Team", false,
+					 NULL, NULL, NULL, NULL), 0);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "lr"), 0);
+	ck_assert_int_eq(mailbox_copy_to(own, &uid, 1, shared, "Team", false,
+					 NULL, NULL, NULL, NULL), STORE_ERR_NOPERM);
+	ck_assert_int_eq(mailbox_copy_to(own, &uid, 1, shared, "Nope", false,
+					 NULL, NULL, NULL, NULL), STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_count(box), 3);
+	/* "te": expunge works. */
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "lrte"), 0);
+	ck_assert_int_eq(mailbox_expunge(box, NULL, 0, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_count(box), 2);
+	/* Revoked: the open view can no longer read messages. */
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", NULL), 0);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_int_eq(mailbox_open_message(box, mailbox_record(box, 0)->uid, &fd),
+			 STORE_ERR_NOTFOUND);
+	mailbox_close(&own);
+	/* The view may own its user. */
+	mailbox_take_user(box);
+	mailbox_close(&box);
+	ck_assert_uint_eq(check_problems(bob, NULL), 0);
+	store_user_close(&bob);
+	store_user_close(&alice);
+}
+END_TEST
+
+/* Mailbox management and ACL administration of another user's mailboxes. */
+START_TEST(test_shared_manage_rights)
+{
+	struct store_user *alice = user_open(&n1, "alice@example.com");
+	struct store_user *bob = user_open(&n1, "bob@example.com");
+	struct store_acl_entry *acl;
+	struct store_user *shared;
+	char letters[16];
+	size_t count;
+
+	ck_assert_int_eq(store_mailbox_create(bob, "Team", 0), 0);
+	ck_assert_int_eq(store_user_open_shared(alice, "bob@example.com", &shared), 0);
+	ck_assert_int_eq(store_mailbox_create(shared, "Team/Sub", 0), STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "l"), 0);
+	ck_assert_int_eq(store_mailbox_create(shared, "Team/Sub", 0), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_mailbox_create(shared, "Top", 0), STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "lk"), 0);
+	ck_assert_int_eq(store_mailbox_create(shared, "Team/Sub", 0), 0);
+	ck_assert_int_eq(store_mailbox_exists(bob, "Team/Sub"), 0);
+	/* The new child has the default ACL: alice does not see it. */
+	ck_assert_int_eq(store_mailbox_delete(shared, "Team/Sub"), STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_acl_set(bob, "Team/Sub", "alice@example.com", "lx"), 0);
+	ck_assert_int_eq(store_mailbox_rename(shared, "Team/Sub", "Team/Other"), 0);
+	ck_assert_int_eq(store_mailbox_rename(shared, "Team/Other", "Elsewhere"),
+			 STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_mailbox_delete(shared, "Team"), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_mailbox_delete(shared, "Team/Other"), 0);
+	ck_assert_int_eq(store_mailbox_exists(bob, "Team/Other"), STORE_ERR_NOTFOUND);
+	/* ACL administration needs "a"; one's own rights do not. */
+	ck_assert_int_eq(store_acl_get(shared, "Team", &acl, &count), STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_acl_set(shared, "Team", "alice@example.com", "+a"),
+			 STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_acl_rights(shared, "Team", "carol@example.com", letters),
+			 STORE_ERR_NOPERM);
+	ck_assert_int_eq(store_acl_rights(shared, "Team", "alice@example.com", letters), 0);
+	ck_assert_str_eq(letters, "lk");
+	ck_assert_int_eq(store_acl_set(bob, "Team", "alice@example.com", "+a"), 0);
+	ck_assert_int_eq(store_acl_get(shared, "Team", &acl, &count), 0);
+	ck_assert_uint_eq(count, 2);
+	store_acl_free(acl, count);
+	ck_assert_int_eq(store_acl_set(shared, "Team", "carol@example.com", "lr"), 0);
+	ck_assert_int_eq(store_acl_rights(bob, "Team", "carol@example.com", letters), 0);
+	ck_assert_str_eq(letters, "lr");
+	ck_assert_int_eq(store_acl_set(shared, "Team", "bob@example.com", "lr"),
+			 STORE_ERR_CANNOT);
+	store_user_close(&shared);
+	store_user_close(&bob);
+	store_user_close(&alice);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -570,6 +1419,20 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_check_finds_missing_file);
 	tcase_add_test(tc, test_quota);
 	tcase_add_test(tc, test_subscriptions_acl);
+	tcase_add_test(tc, test_stamp_saves_log_reads);
+	tcase_add_test(tc, test_new_dir_skip);
+	tcase_add_test(tc, test_list_parents_and_subscriptions);
+	tcase_add_test(tc, test_deliver_missing_mailbox);
+	tcase_add_test(tc, test_shared_open_list_status);
+	tcase_add_test(tc, test_shared_message_rights);
+	tcase_add_test(tc, test_shared_manage_rights);
+	tcase_add_test(tc, test_estale_is_temporary);
+	tcase_add_test(tc, test_cache_two_views);
+	tcase_add_test(tc, test_cache_other_process);
+	tcase_add_test(tc, test_cache_damage);
+	tcase_add_test(tc, test_cache_uidvalidity);
+	tcase_add_test(tc, test_cache_compaction_and_limits);
+	tcase_add_test(tc, test_cache_flush_busy);
 	suite_add_tcase(s, tc);
 	return s;
 }
