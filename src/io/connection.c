@@ -1,5 +1,11 @@
 /*
- * connection.c - buffered stream sockets on an ioloop, with optional TLS.
+ * connection.c - buffered stream sockets on an ioloop, with optional TLS
+ * and compression.
+ *
+ * Why one file of 1,300 lines: TLS and compression are layers of the same
+ * byte pipeline, and the ownership rules below (kernel-owned buffers, the
+ * deferred step, teardown) have to be seen together to be kept; split
+ * into files, each layer would need the connection's private state.
  *
  * Ownership. A connection has at most one recv, one send and one timer in
  * flight, each an io_request embedded here. Whatever memory such a request
@@ -46,6 +52,9 @@
  * step that the loop runs next. After every user callback the code
  * re-checks the state: the callback may have closed the connection.
  *
+ * Compression (connection_start_compress()) is a layer between TLS and the
+ * protocol; see the essay above its section below.
+ *
  * TLS uses OpenSSL with memory BIOs: received ciphertext is written into
  * the rbio, SSL_read() fills the input buffer; plaintext written by the
  * protocol waits in tls_plain and is encrypted with SSL_write() only when
@@ -69,6 +78,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <zlib.h>
 
 #define CONN_DEFAULT_INPUT_LIMIT (64 * 1024)
 #define CONN_DEFAULT_OUTPUT_LIMIT (1024 * 1024)
@@ -79,6 +89,22 @@
 #define CONN_TLS_ENCRYPT_CHUNK (256 * 1024)
 /* Output buffers larger than this are freed when the connection idles. */
 #define CONN_IDLE_BUFFER_KEEP (64 * 1024)
+
+/* Uncompressed output deflated per round; each round ends with a sync
+   flush, so the peer can always decode everything we sent so far. */
+#define CONN_ZLIB_DEFLATE_CHUNK (256 * 1024)
+
+/* Raw deflate streams (no zlib header, RFC 1951) in both directions. */
+struct conn_zlib {
+	z_stream inflater;
+	z_stream deflater;
+	/* Compressed input not inflated yet: at most CONN_RECV_CHUNK plus
+	   what was pipelined before compression started. */
+	struct buffer in;
+	struct buffer plain;		/* output not yet deflated */
+	size_t plain_off;		/* bytes of plain already deflated */
+	bool in_ended;			/* the peer ended its deflate stream */
+};
 
 enum conn_state {
 	CONN_OPEN,		/* reading and writing */
@@ -144,7 +170,11 @@ struct connection {
 	size_t tls_plain_off;		/* bytes of tls_plain already encrypted */
 	bool tls_established;
 	bool tls_shutdown_sent;
-	char *tls_fail_reason;		/* owned; close reason once deferred */
+	char *fail_reason;		/* owned; close reason once deferred
+					   (a TLS or decompression failure) */
+
+	/* Compression (connection_start_compress()); NULL until started */
+	struct conn_zlib *zlib;		/* owned */
 
 	/* Kernel-owned while recv_req is pending. */
 	unsigned char recv_buf[CONN_RECV_CHUNK];
@@ -156,6 +186,7 @@ static __thread unsigned int conn_live_count;
 static void conn_flush(struct connection *conn);
 static void conn_input_run(struct connection *conn);
 static void conn_tls_process(struct connection *conn);
+static void conn_zlib_free(struct connection *conn);
 
 /*
  * Small helpers
@@ -225,7 +256,8 @@ static void conn_destroy(struct connection *conn)
 	buffer_clear(&conn->out_queue);
 	buffer_clear(&conn->out_sending);
 	buffer_clear(&conn->tls_plain);
-	free(conn->tls_fail_reason);
+	conn_zlib_free(conn);
+	free(conn->fail_reason);
 	free(conn->reason);
 	free(conn->id);
 	free(conn);
@@ -341,6 +373,148 @@ static void conn_timer_done(struct io_request *req, int result)
 }
 
 /*
+ * Compression (raw deflate both ways, as IMAP COMPRESS=DEFLATE wants).
+ * It sits between TLS and the protocol: received bytes are decrypted
+ * into zlib->in and inflated into the input buffer; protocol output
+ * queues in zlib->plain and is deflated just before it is encrypted or
+ * sent. Inflating stops when the input buffer is full and reading stops
+ * when zlib->in holds a chunk, so a small "decompression bomb" from the
+ * peer never grows memory past input_limit.
+ */
+
+/* conn_plain_pending - output bytes not yet compressed or encrypted */
+static size_t conn_plain_pending(const struct connection *conn)
+{
+	size_t pending = conn_tls_plain_pending(conn);
+
+	if (conn->zlib != NULL)
+		pending += conn->zlib->plain.used - conn->zlib->plain_off;
+	return pending;
+}
+
+/* conn_zlib_fail - bad compressed input: the deferred step closes */
+static void conn_zlib_fail(struct connection *conn, const char *detail)
+{
+	if (conn->fail_reason != NULL)
+		return;
+	conn->fail_reason = mem_printf("corrupt compressed input: %s", detail);
+	log_id_warn(conn->id, "%s", conn->fail_reason);
+	conn_schedule_deferred(conn);
+}
+
+/* conn_zlib_inflate_once - one inflate() into room bytes of input;
+   returns false when no more progress is possible now */
+static bool conn_zlib_inflate_once(struct connection *conn, size_t room)
+{
+	struct conn_zlib *z = conn->zlib;
+	unsigned char *dest = buffer_reserve(&conn->input, room);
+	size_t consumed, produced;
+	int ret;
+
+	z->inflater.next_in = z->in.data;
+	z->inflater.avail_in = (uInt)z->in.used;
+	z->inflater.next_out = dest;
+	z->inflater.avail_out = (uInt)room;
+	ret = inflate(&z->inflater, Z_SYNC_FLUSH);
+	consumed = z->in.used - z->inflater.avail_in;
+	produced = room - z->inflater.avail_out;
+	buffer_consume(&z->in, consumed);
+	buffer_commit(&conn->input, produced);
+	if (produced > 0)
+		conn->input_new = true;
+	if (ret == Z_STREAM_END) {
+		/* The peer finished its stream: nothing may follow. */
+		z->in_ended = true;
+		conn->read_eof = true;
+		return false;
+	}
+	if (ret != Z_OK && ret != Z_BUF_ERROR) {
+		conn_zlib_fail(conn, z->inflater.msg != NULL ?
+			       z->inflater.msg : "inflate error");
+		return false;
+	}
+	return consumed > 0 || produced > 0;
+}
+
+/* conn_zlib_inflate - decompress zlib->in while the input buffer has room */
+static void conn_zlib_inflate(struct connection *conn)
+{
+	struct conn_zlib *z = conn->zlib;
+	size_t room;
+
+	while (conn->state == CONN_OPEN && conn->fail_reason == NULL &&
+	       !z->in_ended && (room = buffer_room(&conn->input)) > 0) {
+		if (room > CONN_RECV_CHUNK)
+			room = CONN_RECV_CHUNK;
+		if (!conn_zlib_inflate_once(conn, room))
+			break;
+	}
+	if (z->in_ended && z->in.used > 0) {
+		log_id_warn(conn->id, "discarding %zu bytes received after "
+			    "the end of the compressed stream", z->in.used);
+		buffer_reset(&z->in);
+	}
+}
+
+/* conn_zlib_in_room - compressed bytes we may read now */
+static size_t conn_zlib_in_room(const struct connection *conn)
+{
+	size_t used = conn->zlib->in.used;
+
+	return used < CONN_RECV_CHUNK ? CONN_RECV_CHUNK - used : 0;
+}
+
+/* conn_zlib_deflate - compress one round of queued output into dest,
+   ending with a sync flush */
+static void conn_zlib_deflate(struct connection *conn, struct buffer *dest)
+{
+	struct conn_zlib *z = conn->zlib;
+	size_t len = z->plain.used - z->plain_off;
+	unsigned char *out;
+
+	if (len == 0)
+		return;
+	if (len > CONN_ZLIB_DEFLATE_CHUNK)
+		len = CONN_ZLIB_DEFLATE_CHUNK;
+	z->deflater.next_in = z->plain.data + z->plain_off;
+	z->deflater.avail_in = (uInt)len;
+	do {
+		if ((out = buffer_reserve(dest, CONN_RECV_CHUNK)) == NULL)
+			log_panic("%s: unlimited output buffer refused data",
+				  conn->id);
+		z->deflater.next_out = out;
+		z->deflater.avail_out = CONN_RECV_CHUNK;
+		if (deflate(&z->deflater, Z_SYNC_FLUSH) == Z_STREAM_ERROR)
+			log_panic("%s: deflate state is broken", conn->id);
+		buffer_commit(dest, CONN_RECV_CHUNK - z->deflater.avail_out);
+	} while (z->deflater.avail_out == 0);
+	z->plain_off += len;
+	if (z->plain_off == z->plain.used) {
+		buffer_reset(&z->plain);
+		z->plain_off = 0;
+		conn_shrink(&z->plain);
+	} else if (z->plain_off > z->plain.used / 2) {
+		buffer_consume(&z->plain, z->plain_off);
+		z->plain_off = 0;
+	}
+}
+
+/* conn_zlib_free - release the streams and buffers */
+static void conn_zlib_free(struct connection *conn)
+{
+	struct conn_zlib *z = conn->zlib;
+
+	if (z == NULL)
+		return;
+	(void)inflateEnd(&z->inflater);
+	(void)deflateEnd(&z->deflater);
+	buffer_clear(&z->in);
+	buffer_clear(&z->plain);
+	free(z);
+	conn->zlib = NULL;
+}
+
+/*
  * TLS
  */
 
@@ -360,8 +534,8 @@ static void conn_tls_fail(struct connection *conn, const char *what)
 		detail = tls_error_string("protocol error");
 	}
 	conn->tls_state = CONN_TLS_FAILED;
-	if (conn->tls_fail_reason == NULL)
-		conn->tls_fail_reason = mem_printf("%s: %s", what, detail);
+	if (conn->fail_reason == NULL)
+		conn->fail_reason = mem_printf("%s: %s", what, detail);
 	/* Closing here could re-enter conn_flush(); let the loop do it. */
 	conn_schedule_deferred(conn);
 }
@@ -400,24 +574,42 @@ static void conn_tls_handshake(struct connection *conn)
 		conn_tls_fail(conn, "TLS handshake failed");
 }
 
-/* conn_tls_read - decrypt into the input buffer while it has room */
+/* conn_tls_read_target - where decrypted bytes go, and how many fit */
+static struct buffer *conn_tls_read_target(struct connection *conn,
+					   size_t *room_r)
+{
+	if (conn->zlib != NULL) {
+		/* Inflate what we hold first: it may make room. */
+		conn_zlib_inflate(conn);
+		*room_r = conn_zlib_in_room(conn);
+		return &conn->zlib->in;
+	}
+	*room_r = buffer_room(&conn->input);
+	if (*room_r > CONN_RECV_CHUNK)
+		*room_r = CONN_RECV_CHUNK;
+	return &conn->input;
+}
+
+/* conn_tls_read - decrypt into the input buffer (or, when compressed,
+   into zlib->in) while it has room */
 static void conn_tls_read(struct connection *conn)
 {
+	struct buffer *target;
 	size_t room;
 	int ret, err;
 
 	while (conn->state == CONN_OPEN && conn->tls_state == CONN_TLS_ON &&
-	       (room = buffer_room(&conn->input)) > 0) {
-		unsigned char *dest;
+	       conn->fail_reason == NULL &&
+	       (target = conn_tls_read_target(conn, &room)) != NULL &&
+	       room > 0) {
+		unsigned char *dest = buffer_reserve(target, room);
 
-		if (room > CONN_RECV_CHUNK)
-			room = CONN_RECV_CHUNK;
-		dest = buffer_reserve(&conn->input, room);
 		ERR_clear_error();
 		ret = SSL_read(conn->ssl, dest, (int)room);
 		if (ret > 0) {
-			buffer_commit(&conn->input, (size_t)ret);
-			conn->input_new = true;
+			buffer_commit(target, (size_t)ret);
+			if (target == &conn->input)
+				conn->input_new = true;
 			continue;
 		}
 		err = SSL_get_error(conn->ssl, ret);
@@ -570,14 +762,23 @@ static void conn_next_output(struct connection *conn)
 	}
 	conn_shrink(&conn->out_sending);
 	conn_shrink(&conn->out_queue);
+	if (conn->zlib != NULL && conn->ssl == NULL) {
+		conn_zlib_deflate(conn, &conn->out_sending);
+		return;
+	}
 	if (conn->ssl == NULL || conn->tls_state == CONN_TLS_WAIT_FLUSH)
 		return;
-	if (conn->tls_state == CONN_TLS_ON)
+	if (conn->tls_state == CONN_TLS_ON) {
+		/* Compressed bytes follow what is already in tls_plain
+		   (e.g. the reply that started compression). */
+		if (conn->zlib != NULL && conn_tls_plain_pending(conn) == 0)
+			conn_zlib_deflate(conn, &conn->tls_plain);
 		conn_tls_encrypt(conn);
+	}
 	/* close_notify goes after the last application data (and not at
 	   all if encrypting just failed). */
 	if (conn->tls_state == CONN_TLS_ON && conn->state == CONN_CLOSING &&
-	    !conn->tls_shutdown_sent && conn_tls_plain_pending(conn) == 0) {
+	    !conn->tls_shutdown_sent && conn_plain_pending(conn) == 0) {
 		ERR_clear_error();
 		(void)SSL_shutdown(conn->ssl);
 		ERR_clear_error();
@@ -614,7 +815,7 @@ static void conn_output_idle(struct connection *conn)
 		conn_schedule_deferred(conn);
 		return;
 	}
-	if (conn_tls_plain_pending(conn) > 0 || !conn->drained_wanted)
+	if (conn_plain_pending(conn) > 0 || !conn->drained_wanted)
 		return;
 	conn->drained_wanted = false;
 	if (conn->callbacks.output_drained != NULL) {
@@ -650,6 +851,8 @@ static struct buffer *conn_output_buffer(struct connection *conn, size_t len)
 {
 	if (conn->state != CONN_OPEN || len > connection_output_room(conn))
 		return NULL;
+	if (conn->zlib != NULL && conn->tls_state != CONN_TLS_FAILED)
+		return &conn->zlib->plain;
 	switch (conn->tls_state) {
 	case CONN_TLS_OFF:
 		return &conn->out_queue;
@@ -673,12 +876,16 @@ static void conn_update_recv(struct connection *conn)
 	size_t len = CONN_RECV_CHUNK;
 
 	if (conn->state != CONN_OPEN || conn->recv_req.pending ||
-	    conn->read_eof || conn->input_paused)
+	    conn->read_eof || conn->input_paused || conn->fail_reason != NULL)
 		return;
 	switch (conn->tls_state) {
 	case CONN_TLS_OFF:
-		/* Never take more than the input buffer can hold. */
-		if (buffer_room(&conn->input) < len)
+		/* Never take more than the input buffer can hold (or,
+		   compressed, than zlib->in may hold). */
+		if (conn->zlib != NULL) {
+			len = conn_zlib_in_room(conn);
+			conn_shrink(&conn->zlib->in);
+		} else if (buffer_room(&conn->input) < len)
 			len = buffer_room(&conn->input);
 		conn_shrink(&conn->input);
 		break;
@@ -703,6 +910,13 @@ static void conn_take_input(struct connection *conn, size_t len)
 {
 	switch (conn->tls_state) {
 	case CONN_TLS_OFF:
+		if (conn->zlib != NULL) {
+			if (buffer_append(&conn->zlib->in, conn->recv_buf, len) < 0)
+				log_panic("%s: unlimited buffer refused data",
+					  conn->id);
+			conn_zlib_inflate(conn);
+			return;
+		}
 		if (buffer_append(&conn->input, conn->recv_buf, len) < 0)
 			connection_close(conn, "input limit exceeded");
 		else
@@ -766,7 +980,7 @@ static void conn_input_end_checks(struct connection *conn)
 
 	/* A TLS failure is about to close with its own, better reason. */
 	if (conn->state != CONN_OPEN || conn->input_paused ||
-	    conn->tls_fail_reason != NULL)
+	    conn->fail_reason != NULL)
 		return;
 	if (usable && conn->input.used > 0 && buffer_room(&conn->input) == 0) {
 		/* The protocol saw a full buffer and could not use it. */
@@ -789,6 +1003,8 @@ static void conn_input_run(struct connection *conn)
 		   once the rbio is full and reading has stopped. */
 		if (conn->state == CONN_OPEN && conn->tls_state == CONN_TLS_ON)
 			conn_tls_process(conn);
+		else if (conn->state == CONN_OPEN && conn->zlib != NULL)
+			conn_zlib_inflate(conn);
 		if (!conn_input_deliverable(conn))
 			break;
 		conn->input_new = false;
@@ -808,8 +1024,8 @@ static void conn_deferred_run(void *context)
 	struct connection *conn = context;
 
 	conn->deferred_queued = false;
-	if (conn->state == CONN_OPEN && conn->tls_fail_reason != NULL) {
-		connection_close(conn, conn->tls_fail_reason);
+	if (conn->state == CONN_OPEN && conn->fail_reason != NULL) {
+		connection_close(conn, conn->fail_reason);
 	} else if (conn->state == CONN_OPEN) {
 		if (conn->tls_state == CONN_TLS_WAIT_FLUSH &&
 		    conn_output_is_idle(conn)) {
@@ -955,7 +1171,7 @@ int connection_printf(struct connection *conn, const char *fmt, ...)
 size_t connection_output_pending(const struct connection *conn)
 {
 	size_t pending = conn->out_sending.used - conn->out_sent +
-		conn->out_queue.used + conn_tls_plain_pending(conn);
+		conn->out_queue.used + conn_plain_pending(conn);
 
 	if (conn->wbio != NULL)
 		pending += BIO_ctrl_pending(conn->wbio);
@@ -991,7 +1207,8 @@ void connection_resume_input(struct connection *conn)
 int connection_start_tls(struct connection *conn, struct tls_context *tls,
 			 const char *server_name)
 {
-	if (conn->tls_state != CONN_TLS_OFF || conn->state != CONN_OPEN)
+	if (conn->tls_state != CONN_TLS_OFF || conn->state != CONN_OPEN ||
+	    conn->zlib != NULL)
 		return -1;
 	conn->ssl = conn_tls_new_ssl(conn, tls, server_name);
 	if (conn->ssl == NULL)
@@ -1020,6 +1237,57 @@ const char *connection_tls_version(const struct connection *conn)
 const char *connection_tls_cipher(const struct connection *conn)
 {
 	return conn->tls_established ? SSL_get_cipher_name(conn->ssl) : NULL;
+}
+
+/* conn_zlib_new - both streams ready, or NULL (logged) */
+static struct conn_zlib *conn_zlib_new(struct connection *conn)
+{
+	struct conn_zlib *z = mem_zalloc(sizeof(*z));
+
+	/* Negative windowBits: raw deflate, no zlib header or checksum. */
+	if (inflateInit2(&z->inflater, -MAX_WBITS) != Z_OK) {
+		log_id_error(conn->id, "cannot start decompression: %s",
+			     z->inflater.msg != NULL ? z->inflater.msg : "zlib error");
+		free(z);
+		return NULL;
+	}
+	if (deflateInit2(&z->deflater, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+			 -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+		log_id_error(conn->id, "cannot start compression: %s",
+			     z->deflater.msg != NULL ? z->deflater.msg : "zlib error");
+		(void)inflateEnd(&z->inflater);
+		free(z);
+		return NULL;
+	}
+	buffer_init(&z->in, 0);
+	buffer_init(&z->plain, 0);
+	return z;
+}
+
+int connection_start_compress(struct connection *conn)
+{
+	if (conn->zlib != NULL || conn->state != CONN_OPEN ||
+	    (conn->tls_state != CONN_TLS_OFF && conn->tls_state != CONN_TLS_ON))
+		return -1;
+	if ((conn->zlib = conn_zlib_new(conn)) == NULL)
+		return -1;
+	/* The peer compresses everything after the command that started
+	   this, so unparsed input is compressed data. */
+	if (conn->input.used > 0) {
+		if (buffer_append(&conn->zlib->in, conn->input.data,
+				  conn->input.used) < 0)
+			log_panic("%s: unlimited buffer refused data", conn->id);
+		buffer_reset(&conn->input);
+		conn->input_new = false;
+		/* Inflating it may call the input callback: not from here. */
+		conn_schedule_deferred(conn);
+	}
+	return 0;
+}
+
+bool connection_is_compressed(const struct connection *conn)
+{
+	return conn->zlib != NULL;
 }
 
 void connection_close(struct connection *conn, const char *reason)

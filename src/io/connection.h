@@ -114,6 +114,25 @@ bool connection_is_tls(const struct connection *conn);
 const char *connection_tls_version(const struct connection *conn);
 const char *connection_tls_cipher(const struct connection *conn);
 
+/* Compress both directions with raw deflate (RFC 1951, no zlib header;
+   what IMAP COMPRESS=DEFLATE, RFC 4978, uses). Layering: under TLS when
+   both are on (received bytes are decrypted, then inflated; output is
+   deflated, then encrypted). Call it after queueing the reply that
+   announces compression (that reply goes out uncompressed, everything
+   written later compressed) and after consuming the command that asked
+   for it: input still unparsed at that moment was sent after the command,
+   so it is treated as compressed data. Each burst of output ends with a
+   sync flush so the peer can decode complete responses at once.
+   Inflated input is bounded by input_limit like any input (a small
+   compressed "bomb" cannot grow memory); corrupt compressed input closes
+   the connection with reason "corrupt compressed input: ..." (logged).
+   Costs about 300 KiB of zlib state per connection.
+   Returns 0, or -1 if compression is already on, TLS is starting, the
+   connection is closing, or zlib cannot allocate its state. STARTTLS
+   after compression is refused (connection_start_tls() returns -1). */
+int connection_start_compress(struct connection *conn);
+bool connection_is_compressed(const struct connection *conn);
+
 /* Graceful close: stop reading, send what is queued (up to the close
    timeout), then tear down. Safe to call more than once. */
 void connection_close(struct connection *conn, const char *reason);

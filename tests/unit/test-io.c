@@ -14,12 +14,14 @@
 #include "io/iopool.h"
 #include "io/connection.h"
 #include "io/tls.h"
+#include "io/acceptor.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <liburing.h>
+#include <zlib.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -1771,6 +1774,450 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
 	return remove(path);
 }
 
+/*
+ * Compression (connection_start_compress): raw deflate under the
+ * protocol, against an independent zlib peer and against ourselves
+ * under TLS; bounded memory against a decompression bomb; corrupt data.
+ */
+
+/* A peer on the other end of a socketpair, in two threads (blocking
+   I/O): one writes out[] then shuts down its sending side, the other
+   reads everything until EOF into in. */
+struct zpeer {
+	int fd;
+	unsigned char *out;		/* owned */
+	size_t out_len;
+	struct buffer in;
+	pthread_t writer, reader;
+};
+
+static void *zpeer_write(void *arg)
+{
+	struct zpeer *peer = arg;
+	size_t off = 0;
+	ssize_t ret;
+
+	while (off < peer->out_len) {
+		ret = send(peer->fd, peer->out + off, peer->out_len - off,
+			   MSG_NOSIGNAL);
+		if (ret <= 0)
+			break;		/* the server closed on us: fine */
+		off += (size_t)ret;
+	}
+	(void)shutdown(peer->fd, SHUT_WR);
+	return NULL;
+}
+
+static void *zpeer_read(void *arg)
+{
+	struct zpeer *peer = arg;
+	unsigned char chunk[65536];
+	ssize_t ret;
+
+	while ((ret = read(peer->fd, chunk, sizeof(chunk))) > 0)
+		(void)buffer_append(&peer->in, chunk, (size_t)ret);
+	return NULL;
+}
+
+/* zpeer_start - take over fd (made blocking) and start both threads */
+static void zpeer_start(struct zpeer *peer, int fd)
+{
+	ck_assert_int_eq(fcntl(fd, F_SETFL, 0), 0);
+	peer->fd = fd;
+	buffer_init(&peer->in, 0);
+	ck_assert_int_eq(pthread_create(&peer->writer, NULL, zpeer_write, peer), 0);
+	ck_assert_int_eq(pthread_create(&peer->reader, NULL, zpeer_read, peer), 0);
+}
+
+/* zpeer_join - wait for both threads; peer->in holds what was read */
+static void zpeer_join(struct zpeer *peer)
+{
+	ck_assert_int_eq(pthread_join(peer->writer, NULL), 0);
+	ck_assert_int_eq(pthread_join(peer->reader, NULL), 0);
+	close(peer->fd);
+	free(peer->out);
+	peer->out = NULL;
+}
+
+/* zdeflate_append - raw-deflate data into out, with a sync flush */
+static void zdeflate_append(z_stream *zs, struct buffer *out,
+			    const void *data, size_t len, int flush)
+{
+	zs->next_in = (unsigned char *)(uintptr_t)data;
+	zs->avail_in = (uInt)len;
+	do {
+		unsigned char *dest = buffer_reserve(out, 65536);
+
+		zs->next_out = dest;
+		zs->avail_out = 65536;
+		ck_assert_int_ne(deflate(zs, flush), Z_STREAM_ERROR);
+		buffer_commit(out, 65536 - zs->avail_out);
+	} while (zs->avail_out == 0);
+	ck_assert_uint_eq(zs->avail_in, 0);
+}
+
+static void zdeflate_init(z_stream *zs)
+{
+	memset(zs, 0, sizeof(*zs));
+	ck_assert_int_eq(deflateInit2(zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+				      -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+}
+
+/* zpattern_stream - "COMPRESS\n" then total pattern bytes, deflated in
+   sync-flushed pieces like a client writing commands */
+static unsigned char *zpattern_stream(size_t total, size_t *len_r)
+{
+	struct buffer out;
+	unsigned char chunk[40000];
+	z_stream zs;
+	size_t done = 0, len;
+
+	buffer_init(&out, 0);
+	buffer_append_str(&out, "COMPRESS\n");
+	zdeflate_init(&zs);
+	while (done < total) {
+		len = total - done < sizeof(chunk) ? total - done : sizeof(chunk);
+		for (size_t i = 0; i < len; i++)
+			chunk[i] = pattern_byte(done + i);
+		zdeflate_append(&zs, &out, chunk, len, Z_SYNC_FLUSH);
+		done += len;
+	}
+	deflateEnd(&zs);
+	return (unsigned char *)buffer_export(&out, len_r);
+}
+
+/* zecho_input - "COMPRESS\n" switches to deflate; after that, echo */
+static void zecho_input(struct connection *conn)
+{
+	struct buffer *in = connection_input(conn);
+	const unsigned char *nl;
+
+	if (connection_is_compressed(conn)) {
+		echo_input(conn);
+		return;
+	}
+	nl = memchr(in->data, '\n', in->used);
+	if (nl == NULL)
+		return;
+	ck_assert(str_begins_with(buffer_cstr(in), "COMPRESS\n"));
+	ck_assert_int_eq(connection_write_str(conn, "OK\n"), 0);
+	/* Consume the command; what follows is compressed already. */
+	buffer_consume(in, (size_t)(nl - in->data) + 1);
+	ck_assert_int_eq(connection_start_compress(conn), 0);
+	ck_assert_int_eq(connection_start_compress(conn), -1);
+	ck_assert(connection_is_compressed(conn));
+	ck_assert_int_eq(connection_start_tls(conn, NULL, NULL), -1);
+}
+
+static const struct connection_callbacks zecho_callbacks = {
+	.input = zecho_input,
+	.output_drained = echo_drained,
+	.destroyed = probe_destroyed,
+};
+
+/* zinflate_check - the peer's view: "OK\n", then deflate of the pattern */
+static void zinflate_check(const struct buffer *wire, size_t total)
+{
+	unsigned char out[65536];
+	size_t seen = 0, len;
+	z_stream zs;
+	int ret;
+
+	ck_assert_uint_ge(wire->used, 3);
+	ck_assert(memcmp(wire->data, "OK\n", 3) == 0);
+	memset(&zs, 0, sizeof(zs));
+	ck_assert_int_eq(inflateInit2(&zs, -15), Z_OK);
+	zs.next_in = wire->data + 3;
+	zs.avail_in = (uInt)(wire->used - 3);
+	do {
+		zs.next_out = out;
+		zs.avail_out = sizeof(out);
+		ret = inflate(&zs, Z_SYNC_FLUSH);
+		ck_assert_msg(ret == Z_OK || ret == Z_BUF_ERROR, "inflate %d", ret);
+		len = sizeof(out) - zs.avail_out;
+		for (size_t i = 0; i < len; i++) {
+			if (out[i] != pattern_byte(seen + i))
+				ck_abort_msg("mismatch at byte %zu", seen + i);
+		}
+		seen += len;
+	} while (len > 0);
+	ck_assert_uint_eq(zs.avail_in, 0);
+	inflateEnd(&zs);
+	ck_assert_uint_eq(seen, total);
+}
+
+START_TEST(test_compress_zlib_peer_echo)
+{
+	struct connection_settings set = { .id = "zecho",
+		.input_limit = 16 * 1024, .output_limit = 48 * 1024 };
+	struct zpeer peer = { 0 };
+	struct probe server;
+	size_t total = 6 * 1024 * 1024 + 777;
+	int fds[2];
+
+	unix_pair(fds);
+	probe_init(&server);
+	make_conn(fds[0], &set, &zecho_callbacks, &server);
+	/* The command and the compressed data behind it go out at once. */
+	peer.out = zpattern_stream(total, &peer.out_len);
+	zpeer_start(&peer, fds[1]);
+	expect_destroyed(1);
+	run_loop();
+	zpeer_join(&peer);
+	ck_assert_str_eq(server.reason, "closed by peer");
+	/* Flow control ran (output full, input paused and resumed). */
+	ck_assert_int_gt(server.drained_calls, 1);
+	zinflate_check(&peer.in, total);
+	/* It really went compressed: the pattern deflates about 12:1. */
+	ck_assert_uint_lt(peer.in.used, total / 4);
+	buffer_clear(&peer.in);
+}
+END_TEST
+
+/* Both ends are connections, TLS first, then compression in both
+   directions as soon as the handshake is done (RFC 4978 6 order). */
+static void ztls_established(struct connection *conn)
+{
+	struct probe *probe = connection_context(conn);
+
+	probe->established++;
+	ck_assert_int_eq(connection_start_compress(conn), 0);
+	ck_assert(connection_is_compressed(conn));
+	if (probe->extra != NULL)
+		bulk_fill(conn);
+}
+
+static const struct connection_callbacks ztls_echo_callbacks = {
+	.input = echo_input,
+	.output_drained = echo_drained,
+	.tls_established = ztls_established,
+	.destroyed = probe_destroyed,
+};
+
+static const struct connection_callbacks ztls_bulk_callbacks = {
+	.input = bulk_input,
+	.output_drained = bulk_drained,
+	.tls_established = ztls_established,
+	.destroyed = probe_destroyed,
+};
+
+START_TEST(test_compress_over_tls_echo)
+{
+	struct connection_settings server_set = { .id = "ztls-server",
+		.input_limit = 20 * 1024, .output_limit = 48 * 1024 };
+	struct connection_settings client_set = { .id = "ztls-client",
+		.output_limit = 300 * 1024 };
+	struct probe server, client;
+	struct bulk *bulk = mem_zalloc(sizeof(*bulk));
+	struct connection *server_conn, *client_conn;
+	int fds[2];
+
+	tcp_pair(fds, false);
+	probe_init(&server);
+	probe_init(&client);
+	bulk->total = 4 * 1024 * 1024 + 4321;
+	client.extra = bulk;
+	server_conn = make_conn(fds[1], &server_set, &ztls_echo_callbacks, &server);
+	client_conn = make_conn(fds[0], &client_set, &ztls_bulk_callbacks, &client);
+	ck_assert_int_eq(connection_start_tls(server_conn, server_tls, NULL), 0);
+	ck_assert_int_eq(connection_start_tls(client_conn, client_tls, "localhost"), 0);
+	/* Not while TLS is starting: the layers would be ambiguous. */
+	ck_assert_int_eq(connection_start_compress(client_conn), -1);
+	expect_destroyed(2);
+	run_loop();
+	ck_assert_int_eq(client.established, 1);
+	ck_assert_int_eq(server.established, 1);
+	ck_assert_uint_eq(bulk->received, bulk->total);
+	ck_assert_str_eq(client.reason, "all echoed");
+	ck_assert_str_eq(server.reason, "closed by peer");
+	ck_assert_int_gt(server.drained_calls, 1);
+	free(bulk);
+}
+END_TEST
+
+/* A protocol that consumes everything and remembers the largest input
+   it was ever handed; probe->seen keeps the first bytes. */
+struct zsink {
+	size_t total, max_used;
+	bool ignore;			/* consume nothing (a line never ends) */
+};
+
+static void zsink_input(struct connection *conn)
+{
+	struct probe *probe = connection_context(conn);
+	struct zsink *sink = probe->extra;
+	struct buffer *in = connection_input(conn);
+
+	probe->input_calls++;
+	if (in->used > sink->max_used)
+		sink->max_used = in->used;
+	if (sink->ignore)
+		return;
+	if (probe->seen.used < 64)
+		(void)buffer_append(&probe->seen, in->data,
+				    in->used < 64 ? in->used : 64);
+	sink->total += in->used;
+	buffer_consume(in, in->used);
+}
+
+static const struct connection_callbacks zsink_callbacks = {
+	.input = zsink_input,
+	.destroyed = probe_destroyed,
+};
+
+/* zbomb - 64 MiB of zeros as raw deflate (about 64 KiB) */
+static unsigned char *zbomb(size_t *len_r, size_t *plain_r)
+{
+	static unsigned char zeros[1024 * 1024];
+	struct buffer out;
+	z_stream zs;
+
+	buffer_init(&out, 0);
+	zdeflate_init(&zs);
+	for (int i = 0; i < 64; i++)
+		zdeflate_append(&zs, &out, zeros, sizeof(zeros), Z_NO_FLUSH);
+	zdeflate_append(&zs, &out, "", 0, Z_SYNC_FLUSH);
+	deflateEnd(&zs);
+	*plain_r = 64 * sizeof(zeros);
+	return (unsigned char *)buffer_export(&out, len_r);
+}
+
+/* Variant 0: the protocol consumes everything: all of it arrives, never
+   more than input_limit at once. Variant 1: it consumes nothing: the
+   connection closes at the input limit instead of inflating on. */
+START_TEST(test_compress_bomb_bounded)
+{
+	struct connection_settings set = { .id = "zbomb", .input_limit = 8192 };
+	struct zpeer peer = { 0 };
+	struct zsink sink = { .ignore = _i == 1 };
+	struct connection *conn;
+	struct probe probe;
+	size_t plain;
+	int fds[2];
+
+	unix_pair(fds);
+	probe_init(&probe);
+	probe.extra = &sink;
+	conn = make_conn(fds[0], &set, &zsink_callbacks, &probe);
+	ck_assert_int_eq(connection_start_compress(conn), 0);
+	peer.out = zbomb(&peer.out_len, &plain);
+	ck_assert_uint_lt(peer.out_len, plain / 500);
+	zpeer_start(&peer, fds[1]);
+	expect_destroyed(1);
+	run_loop();
+	zpeer_join(&peer);
+	ck_assert_uint_le(sink.max_used, set.input_limit);
+	if (_i == 0) {
+		ck_assert_str_eq(probe.reason, "closed by peer");
+		ck_assert_uint_eq(sink.total, plain);
+	} else {
+		ck_assert_str_eq(probe.reason, "input limit exceeded");
+		ck_assert_uint_eq(sink.max_used, set.input_limit);
+	}
+	buffer_clear(&peer.in);
+	buffer_clear(&probe.seen);
+}
+END_TEST
+
+/* Valid compressed data, then garbage: the good part is delivered, the
+   connection closes with a reason naming the corruption. */
+START_TEST(test_compress_corrupt_input)
+{
+	struct connection_settings set = { .id = "zcorrupt" };
+	static const unsigned char garbage[64] = {
+		/* final block with the reserved type 3 */
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	struct zpeer peer = { 0 };
+	struct zsink sink = { 0 };
+	struct connection *conn;
+	struct buffer wire;
+	struct probe probe;
+	z_stream zs;
+	int fds[2];
+
+	unix_pair(fds);
+	probe_init(&probe);
+	probe.extra = &sink;
+	conn = make_conn(fds[0], &set, &zsink_callbacks, &probe);
+	ck_assert_int_eq(connection_start_compress(conn), 0);
+	buffer_init(&wire, 0);
+	zdeflate_init(&zs);
+	zdeflate_append(&zs, &wire, "hello\n", 6, Z_SYNC_FLUSH);
+	deflateEnd(&zs);
+	ck_assert_int_eq(buffer_append(&wire, garbage, sizeof(garbage)), 0);
+	peer.out = (unsigned char *)buffer_export(&wire, &peer.out_len);
+	zpeer_start(&peer, fds[1]);
+	expect_destroyed(1);
+	run_loop();
+	zpeer_join(&peer);
+	ck_assert_msg(str_begins_with(probe.reason, "corrupt compressed input: "),
+		      "reason: %s", probe.reason);
+	ck_assert_str_eq(buffer_cstr(&probe.seen), "hello\n");
+	buffer_clear(&peer.in);
+	buffer_clear(&probe.seen);
+}
+END_TEST
+
+/*
+ * Acceptor
+ */
+
+struct accept_result {
+	int fd;
+	int nodelay;
+};
+
+static void accept_stopped(void *context)
+{
+	(void)context;
+	ioloop_stop(loop);
+}
+
+static void accept_got(void *context, int fd, const struct sockaddr *peer,
+		       socklen_t peer_len)
+{
+	struct accept_result *res = context;
+	socklen_t len = sizeof(res->nodelay);
+
+	(void)peer;
+	(void)peer_len;
+	res->fd = fd;
+	ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY,
+				    &res->nodelay, &len), 0);
+	ioloop_stop(loop);
+}
+
+/* Accepted TCP sockets have Nagle off: request/response protocols would
+   otherwise stall about 40 ms on the client's delayed ACK whenever a
+   reply takes two sends. */
+START_TEST(test_acceptor_tcp_nodelay)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	socklen_t len = sizeof(addr);
+	struct accept_result res = { .fd = -1, .nodelay = 0 };
+	struct acceptor *acc;
+	int lfd, cfd;
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(lfd, 0);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	ck_assert_int_eq(listen(lfd, 4), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&addr, &len), 0);
+	acc = acceptor_create(loop, lfd, "test", accept_got, &res);
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(cfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	run_loop();
+	ck_assert_int_ge(res.fd, 0);
+	ck_assert_int_eq(res.nodelay, 1);
+	acceptor_stop(&acc, accept_stopped);
+	run_loop();
+	close(res.fd);
+	close(cfd);
+	close(lfd);
+}
+END_TEST
+
 static Suite *io_suite(void)
 {
 	Suite *suite = suite_create("io");
@@ -1788,6 +2235,7 @@ static Suite *io_suite(void)
 	tcase_add_test(tc, test_post_from_thread);
 	tcase_add_test(tc, test_stop_async);
 	tcase_add_loop_test(tc, test_file_ops, 0, 2);
+	tcase_add_test(tc, test_acceptor_tcp_nodelay);
 	suite_add_tcase(suite, tc);
 
 	tc = tcase_create("connection");
@@ -1814,6 +2262,14 @@ static Suite *io_suite(void)
 	tcase_add_test(tc, test_tls_resume_outside_callback);
 	tcase_add_test(tc, test_tls_garbage_peer);
 	tcase_add_test(tc, test_tls_peer_closes_in_handshake);
+	suite_add_tcase(suite, tc);
+
+	tc = tcase_create("compress");
+	tcase_add_checked_fixture(tc, tls_setup, tls_teardown);
+	tcase_add_test(tc, test_compress_zlib_peer_echo);
+	tcase_add_test(tc, test_compress_over_tls_echo);
+	tcase_add_loop_test(tc, test_compress_bomb_bounded, 0, 2);
+	tcase_add_test(tc, test_compress_corrupt_input);
 	suite_add_tcase(suite, tc);
 	return suite;
 }
