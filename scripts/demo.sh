@@ -30,8 +30,11 @@ demo_config() {
 	fi
 	user=clustermail
 	[ "$(id -u)" -eq 0 ] || user=$(id -un)
+	# The spool: on a cluster this is the shared file system, which the
+	# daemon never creates itself; here a plain directory.
+	mkdir -p "$demo/spool"
 	# Readable by mail_user, so that a reload (SIGHUP) can re-read them.
-	chown "$user" "$demo" "$demo/tls.key" 2>/dev/null || true
+	chown "$user" "$demo" "$demo/spool" "$demo/tls.key" 2>/dev/null || true
 	cat > "$conf" <<CONF
 # clustermail demo configuration (see clustermail.conf(5))
 spool_dir = $demo/spool
@@ -86,8 +89,11 @@ clustermail demo is running (node demo1, log: $demo/demo1.log)
   health:      curl http://127.0.0.1:19100/health
   metrics:     curl http://127.0.0.1:19100/metrics
   status:      $ctl -c $conf --node demo1 status
-  IMAP:        curl -v imap://127.0.0.1:10143/   (protocols arrive in later releases;
-               today every listener answers "not implemented" and closes)
+  IMAP:        curl --user demo@example.com:demo imap://127.0.0.1:10143/
+               (STARTTLS on 10143, implicit TLS on 10993; any IMAP client works,
+               e.g. mutt -f imap://demo%40example.com@127.0.0.1:10143/)
+  deliver:     printf 'Subject: hi\\n\\nhello\\n' | $ctl -c $conf --node demo1 deliver demo@example.com
+  POP3/SMTP:   not implemented yet: those listeners answer so and close
   stop:        $top/scripts/demo.sh stop
 MSG
 }

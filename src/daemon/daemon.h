@@ -72,6 +72,9 @@ unsigned int workers_running(void);
 /* Join the finished workers and free them; call after workers_running()
    reached 0. */
 void workers_join(void);
+/* The calling worker thread's sio (loop mode, for the store). */
+struct sio;
+struct sio *worker_sio(void);
 
 /* --- listener.c: what a worker does with an accepted socket --- */
 /* Start a session for fd accepted on service's listener. */
@@ -98,5 +101,10 @@ time_t daemon_start_time(void);
 int daemon_reload(uint64_t *generation_r, char **error_r);
 bool daemon_is_draining(void);
 const char *daemon_node_name(void);
+/* The process's mail store (shared by every thread; immutable), or NULL
+   when the spool was unavailable at start (logins then fail with
+   [UNAVAILABLE] and the log says why). */
+struct store;
+struct store *daemon_store(void);
 
 #endif

@@ -1,11 +1,12 @@
 /*
  * listener.c - what happens to a freshly accepted client socket.
  *
- * Every protocol listener hands its sockets here. Protocols that are not
+ * Every protocol listener hands its sockets here. IMAP and IMAPS start an
+ * IMAP session (protocols/imap/imap.h) that holds a reference to the
+ * configuration snapshot for its whole life. Protocols that are not
  * built yet get a polite, protocol-correct refusal and the connection is
- * closed: an IMAP "* BYE" greeting (RFC 9051 allows BYE as greeting), a
- * POP3 "-ERR", an SMTP/LMTP 421 (a temporary code, so that a sending MTA
- * keeps the mail and retries instead of bouncing it). Implicit-TLS
+ * closed: a POP3 "-ERR", an SMTP/LMTP 421 (a temporary code, so that a
+ * sending MTA keeps the mail and retries instead of bouncing it). Implicit-TLS
  * listeners complete the TLS handshake first, so a client sees the refusal
  * inside TLS as it would a real greeting.
  */
@@ -15,6 +16,7 @@
 #include "lib/str.h"
 #include "io/connection.h"
 #include "io/ioloop.h"
+#include "protocols/imap/imap.h"
 #include "daemon.h"
 
 #include <stdatomic.h>
@@ -40,9 +42,6 @@ const char *listener_session_id(enum settings_service service, char out[32])
 static const char *listener_refusal(enum settings_service service)
 {
 	switch (service) {
-	case SETTINGS_SERVICE_IMAP:
-	case SETTINGS_SERVICE_IMAPS:
-		return "* BYE [UNAVAILABLE] clustermail: the IMAP service is not implemented yet\r\n";
 	case SETTINGS_SERVICE_POP3:
 	case SETTINGS_SERVICE_POP3S:
 		return "-ERR [SYS/TEMP] clustermail: the POP3 service is not implemented yet\r\n";
@@ -52,6 +51,8 @@ static const char *listener_refusal(enum settings_service service)
 	case SETTINGS_SERVICE_SUBMISSION:
 	case SETTINGS_SERVICE_SUBMISSIONS:
 		return "421 4.3.2 clustermail: the SMTP service is not implemented yet\r\n";
+	case SETTINGS_SERVICE_IMAP:	/* served: listener_imap_start() */
+	case SETTINGS_SERVICE_IMAPS:
 	case SETTINGS_SERVICE_COUNT:
 		break;
 	}
@@ -96,6 +97,37 @@ static const struct connection_callbacks listener_callbacks = {
 	.destroyed = listener_destroyed,
 };
 
+/* listener_imap_ended - the IMAP session is gone */
+static void listener_imap_ended(void *context, const char *reason)
+{
+	struct listener_session *session = context;
+
+	if (str_begins_with(reason, "TLS handshake failed"))
+		metrics_tls_handshake_failed(session->service);
+	metrics_connection_closed(session->service);
+	daemon_config_put(&session->config);
+	free(session);
+}
+
+/* listener_imap_start - hand the socket to the IMAP engine */
+static void listener_imap_start(struct ioloop *loop,
+				struct listener_session *session, int fd,
+				const struct sockaddr *peer, socklen_t peer_len)
+{
+	struct imap_session_settings imap_set = {
+		.id = session->id,
+		.set = session->config->set,
+		.tls = session->config->tls,
+		.implicit_tls = settings_service_is_implicit_tls(session->service),
+		.store = daemon_store(),
+		.sio = worker_sio(),
+		.ended = listener_imap_ended,
+		.context = session,
+	};
+
+	imap_session_start(loop, fd, peer, peer_len, &imap_set);
+}
+
 void listener_session_start(struct ioloop *loop, enum settings_service service,
 			    int fd, const struct sockaddr *peer,
 			    socklen_t peer_len)
@@ -115,6 +147,10 @@ void listener_session_start(struct ioloop *loop, enum settings_service service,
 	metrics_connection_opened(service);
 	log_id_info(session->id, "connect from %s",
 		    peer != NULL ? net_addr_str(peer, addr) : "unknown");
+	if (service == SETTINGS_SERVICE_IMAP || service == SETTINGS_SERVICE_IMAPS) {
+		listener_imap_start(loop, session, fd, peer, peer_len);
+		return;
+	}
 	conn = connection_create(loop, fd, peer, peer_len, &conn_set,
 				 &listener_callbacks, session);
 	if (!settings_service_is_implicit_tls(service)) {

@@ -26,6 +26,8 @@
 #include "io/ioloop.h"
 #include "io/iopool.h"
 #include "io/tls.h"
+#include "lock/lock.h"
+#include "maildir/store.h"
 #include "daemon.h"
 
 #include <fcntl.h>
@@ -53,6 +55,12 @@ struct main_state {
 
 	struct iopool *pool;
 	struct ioloop *loop;
+	/* The mail store: one lock client and one store for the process
+	   (the store is immutable and shared by the workers). NULL when the
+	   spool or the lock backend was unavailable at start. */
+	struct lock_client *locks;
+	struct store *store;
+	char *store_spool_dir;		/* spool_dir at start (restart-only) */
 	int listen_fds[SETTINGS_SERVICE_COUNT];
 	int metrics_fd, control_fd, pid_fd, ready_fd;
 	char *control_path, *pid_path;
@@ -76,6 +84,10 @@ static struct daemon_config *main_config;	/* current snapshot */
 time_t daemon_start_time(void) { return main_state.start_time; }
 bool daemon_is_draining(void) { return atomic_load(&main_state.draining); }
 const char *daemon_node_name(void) { return main_state.node_name; }
+static pthread_mutex_t main_store_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uintptr_t main_store_ready;	/* the store once it exists */
+static uint64_t main_store_retry_msecs;		/* next retry (under lock) */
+static void main_store_setup(const struct settings *set);
 
 struct daemon_config *daemon_config_get(void)
 {
@@ -381,6 +393,8 @@ static void main_close_listeners(void)
 	}
 }
 
+static void main_close_store(void);
+
 /* main_drain_check - drive the shutdown to its end, one step per tick */
 static void main_drain_check(struct io_request *req, int result)
 {
@@ -396,6 +410,7 @@ static void main_drain_check(struct io_request *req, int result)
 	if (workers_running() == 0 && !main_state.stopping) {
 		/* Workers are gone: now stop the main loop's own services. */
 		workers_join();
+		main_close_store();
 		main_state.stopping = true;
 		control_stop();
 		http_stop();
@@ -503,12 +518,135 @@ static void main_log_started(const struct settings *set, unsigned int workers)
 	buffer_clear(&listeners);
 }
 
+/* main_create_loop - signals, the blocking pool and the main loop */
+static void main_create_loop(void)
+{
+	struct ioloop_settings loop_set = { .name = "main" };
+
+	main_block_signals();
+	main_state.pool = iopool_create(IOPOOL_THREADS);
+	loop_set.pool = main_state.pool;
+	main_state.loop = ioloop_create(&loop_set);
+}
+
+/* main_spool_usable - the spool must exist: we never create it (an
+   unmounted cluster file system must not be replaced by an empty local
+   directory) */
+static bool main_spool_usable(const struct settings *set)
+{
+	/* Said once at error level; the retries (one a second at most,
+	   under main_store_lock) only at debug level. */
+	static bool warned;
+	struct stat st;
+
+	if (stat(set->spool_dir, &st) < 0) {
+		log_msg(warned ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, NULL,
+			"spool_dir %s: %s%s; IMAP logins fail until it is "
+			"available", set->spool_dir, strerror(errno),
+			errno == ENOENT ? " (is its file system mounted?)" : "");
+		warned = true;
+		return false;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("spool_dir %s: not a directory", set->spool_dir);
+		return false;
+	}
+	return true;
+}
+
+/* main_start_locks - the lock client (dlm: as root, before the drop;
+   fcntl: after it, so that SPOOL/.locks belongs to mail_user) */
+static void main_start_locks(const struct settings *set)
+{
+	struct lock_client_settings lock_set = {
+		.backend = set->lock_backend,
+		.spool_dir = set->spool_dir,
+		.dispatch_loop = main_state.loop,
+		.pool = main_state.pool,
+	};
+	char *error;
+
+	if (set->lock_backend == SETTINGS_LOCK_FCNTL && !main_spool_usable(set))
+		return;
+	main_state.locks = lock_client_create(&lock_set, &error);
+	if (main_state.locks == NULL) {
+		log_error("%s; IMAP logins fail until it is available", error);
+		free(error);
+	}
+}
+
+/* main_open_store - the process's store on the spool */
+static void main_open_store(const struct settings *set)
+{
+	struct store_settings store_set = {
+		.spool_dir = set->spool_dir,
+		.node_name = set->node_name,
+		.locks = main_state.locks,
+	};
+
+	if (main_state.locks == NULL || !main_spool_usable(set))
+		return;
+	main_state.store = store_create(&store_set);
+	if (main_state.store == NULL)
+		log_error("cannot open the mail store in %s", set->spool_dir);
+}
+
+/* main_store_setup - locks (unless dlm, done as root) and store; the
+   store is published for daemon_store() */
+static void main_store_setup(const struct settings *set)
+{
+	if (main_state.locks == NULL && set->lock_backend != SETTINGS_LOCK_DLM)
+		main_start_locks(set);
+	main_open_store(set);
+	if (main_state.store != NULL)
+		atomic_store(&main_store_ready, (uintptr_t)main_state.store);
+}
+
+struct store *daemon_store(void)
+{
+	struct store *store = (struct store *)atomic_load(&main_store_ready);
+	struct daemon_config *config;
+
+	if (store != NULL || daemon_is_draining())
+		return store;
+	/* The spool was missing at start (file system not mounted yet):
+	   try again, at most once per second, as logins come in. */
+	pthread_mutex_lock(&main_store_lock);
+	if (main_state.store == NULL && !main_state.stopping &&
+	    ioloop_now_msecs() >= main_store_retry_msecs) {
+		main_store_retry_msecs = ioloop_now_msecs() + 1000;
+		config = daemon_config_get();
+		main_store_setup(config->set);
+		daemon_config_put(&config);
+		if (main_state.store != NULL)
+			log_info("mail store in %s is available now",
+				 main_state.store_spool_dir);
+	}
+	store = main_state.store;
+	pthread_mutex_unlock(&main_store_lock);
+	return store;
+}
+
+/* main_close_store - after the workers are gone (main loop thread) */
+static void main_close_store(void)
+{
+	pthread_mutex_lock(&main_store_lock);
+	atomic_store(&main_store_ready, (uintptr_t)0);
+	pthread_mutex_unlock(&main_store_lock);
+	if (main_state.store != NULL)
+		store_destroy(&main_state.store);
+	if (main_state.locks != NULL)
+		lock_client_destroy(&main_state.locks);
+}
+
 /* main_start - everything between detaching and serving */
 static void main_start(void)
 {
 	struct daemon_config *config = daemon_config_get();
 	const struct settings *set = config->set;
-	struct ioloop_settings loop_set = { .name = "main" };
+	bool dlm = set->lock_backend == SETTINGS_LOCK_DLM;
+
+	main_state.store_spool_dir = mem_strdup(set->spool_dir);
 	const char *chown_paths[4] = { NULL };
 	char *run_dir = NULL;
 	unsigned int workers = set->workers;
@@ -528,13 +666,19 @@ static void main_start(void)
 	main_bind(set);
 	chown_paths[n++] = set->control_socket;
 	chown_paths[n++] = set->pid_file;
+	/* Creating a DLM lockspace needs root; everything else runs as
+	   mail_user (the loops too, when possible). */
+	if (dlm) {
+		main_create_loop();
+		main_start_locks(set);
+	}
 	privilege_drop(set->mail_user, chown_paths);
 	free(run_dir);
-
-	main_block_signals();
-	main_state.pool = iopool_create(IOPOOL_THREADS);
-	loop_set.pool = main_state.pool;
-	main_state.loop = ioloop_create(&loop_set);
+	if (!dlm)
+		main_create_loop();
+	pthread_mutex_lock(&main_store_lock);
+	main_store_setup(set);
+	pthread_mutex_unlock(&main_store_lock);
 	io_request_init(&main_state.signal_req, main_signal, NULL);
 	io_request_init(&main_state.drain_timer, main_drain_check, NULL);
 	main_signal_read();
@@ -570,6 +714,7 @@ static void main_cleanup(void)
 	pthread_mutex_unlock(&main_config_lock);
 	free(main_state.control_path);
 	free(main_state.pid_path);
+	free(main_state.store_spool_dir);
 	free(main_state.node_name);
 }
 

@@ -13,7 +13,10 @@
 #include "lib/lib.h"
 #include "io/acceptor.h"
 #include "io/connection.h"
+#include "io/coro.h"
 #include "io/ioloop.h"
+#include "maildir/sio.h"
+#include "protocols/imap/imap.h"
 #include "daemon.h"
 
 #include <pthread.h>
@@ -47,6 +50,8 @@ struct worker {
 };
 
 static struct worker *worker_list;	/* owned array */
+/* This worker thread's sio for the store (owned by worker_main). */
+static __thread struct sio *worker_thread_sio;
 static unsigned int worker_count;
 static atomic_uint worker_running_count;
 static atomic_uint worker_accepting_count;
@@ -75,7 +80,10 @@ static void worker_drain_check(struct io_request *req, int result)
 {
 	struct worker *worker = req->context;
 
-	if (ioloop_pending_count(worker->loop) == 0 && connection_count() == 0) {
+	/* Sessions end after their connection; their coroutines' done
+	   callbacks must have run before the loop goes away. */
+	if (ioloop_pending_count(worker->loop) == 0 && connection_count() == 0 &&
+	    imap_session_count() == 0 && coro_live_count() == 0) {
 		ioloop_stop(worker->loop);
 		return;
 	}
@@ -92,6 +100,7 @@ static void worker_drain(void *context)
 	worker->draining = true;
 	for (int i = 0; i < SETTINGS_SERVICE_COUNT; i++)
 		acceptor_stop(&worker->listeners[i].acceptor, worker_accept_stopped);
+	imap_sessions_shutdown();
 	io_timeout(worker->loop, &worker->drain_timer, WORKER_DRAIN_CHECK_MSECS);
 }
 
@@ -114,6 +123,7 @@ static void *worker_main(void *context)
 	pthread_mutex_lock(&worker->lock);
 	worker->loop = ioloop_create(&loop_set);
 	pthread_mutex_unlock(&worker->lock);
+	worker_thread_sio = sio_create_loop(worker->loop);
 	pthread_mutex_lock(&worker_start_lock);
 	worker_started_count++;
 	pthread_cond_broadcast(&worker_start_cond);
@@ -133,6 +143,7 @@ static void *worker_main(void *context)
 						     name, worker_accepted, listener);
 	}
 	ioloop_run(worker->loop);
+	sio_destroy(&worker_thread_sio);
 	pthread_mutex_lock(&worker->lock);
 	ioloop_destroy(&worker->loop);
 	pthread_mutex_unlock(&worker->lock);
@@ -190,6 +201,11 @@ void workers_drain(void)
 void workers_abort(void)
 {
 	worker_post_all(worker_abort);
+}
+
+struct sio *worker_sio(void)
+{
+	return worker_thread_sio;
 }
 
 unsigned int workers_running(void)

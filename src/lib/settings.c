@@ -31,6 +31,13 @@
 #define SETTINGS_DEFAULT_TRUSTED_NETWORKS "127.0.0.0/8 ::1"
 #define SETTINGS_DEFAULT_SHUTDOWN_TIMEOUT_MSECS (30 * 1000)
 
+#define SETTINGS_DEFAULT_IMAP_APPEND_LIMIT (64ULL * 1024 * 1024)
+#define SETTINGS_DEFAULT_IMAP_MAX_LINE_LENGTH (64ULL * 1024)
+#define SETTINGS_DEFAULT_IMAP_CLIENT_TIMEOUT_MSECS (30ULL * 60 * 1000)
+#define SETTINGS_DEFAULT_IMAP_IDLE_POLL_MSECS 1000
+#define SETTINGS_DEFAULT_AUTH_FAILURE_DELAY_MSECS 2000
+#define SETTINGS_DEFAULT_AUTH_MAX_FAILURES 10
+
 #define SETTINGS_WORKERS_MAX 256
 #define SETTINGS_SHUTDOWN_TIMEOUT_MAX_MSECS (86400ULL * 1000)
 /* POSIX login names are portable up to 32 bytes. */
@@ -74,10 +81,27 @@ static const struct config_uint_range settings_workers_range = {
 };
 static const uint64_t settings_shutdown_timeout_max =
 	SETTINGS_SHUTDOWN_TIMEOUT_MAX_MSECS;
+/* context of settings_parse_size: the accepted range in bytes */
+struct settings_size_range {
+	uint64_t min, max;
+};
+static const struct settings_size_range settings_append_limit_range = {
+	1024, 4ULL * 1024 * 1024 * 1024
+};
+static const struct settings_size_range settings_line_length_range = {
+	1024, 16ULL * 1024 * 1024
+};
+static const uint64_t settings_client_timeout_max = 7ULL * 86400 * 1000;
+static const uint64_t settings_idle_poll_max = 3600ULL * 1000;
+static const uint64_t settings_failure_delay_max = 60ULL * 1000;
+static const struct config_uint_range settings_max_failures_range = {
+	0, 1000000
+};
 /* context of settings_parse_path: the path may be empty (unset). */
 static const bool settings_path_optional = true;
 
 static config_parse_fn settings_parse_node_name;
+static config_parse_fn settings_parse_size;
 static config_parse_fn settings_parse_path;
 static config_parse_fn settings_parse_lock_backend;
 static config_parse_fn settings_parse_listen;
@@ -132,6 +156,18 @@ static const struct config_key settings_keys[] = {
 	  &settings_workers_range },
 	{ "shutdown_timeout", config_parse_duration,
 	  SETTINGS_FIELD(shutdown_timeout_msecs), &settings_shutdown_timeout_max },
+	{ "imap_append_limit", settings_parse_size,
+	  SETTINGS_FIELD(imap_append_limit), &settings_append_limit_range },
+	{ "imap_max_line_length", settings_parse_size,
+	  SETTINGS_FIELD(imap_max_line_length), &settings_line_length_range },
+	{ "imap_client_timeout", config_parse_duration,
+	  SETTINGS_FIELD(imap_client_timeout_msecs), &settings_client_timeout_max },
+	{ "imap_idle_poll_interval", config_parse_duration,
+	  SETTINGS_FIELD(imap_idle_poll_msecs), &settings_idle_poll_max },
+	{ "auth_failure_delay", config_parse_duration,
+	  SETTINGS_FIELD(auth_failure_delay_msecs), &settings_failure_delay_max },
+	{ "auth_max_failures", config_parse_uint,
+	  SETTINGS_FIELD(auth_max_failures), &settings_max_failures_range },
 };
 
 /* Who is being checked, for cross-check error messages. */
@@ -327,6 +363,29 @@ static int settings_parse_mail_user(const struct config_key *key,
 	return 0;
 }
 
+/* settings_parse_size - a byte count with an optional K/M/G suffix */
+static int settings_parse_size(const struct config_key *key, const char *value,
+			       void *set, char **error_r)
+{
+	const struct settings_size_range *range = key->context;
+	uint64_t *field = settings_field(key, set);
+	uint64_t bytes;
+
+	if (str_parse_size(value, &bytes) < 0) {
+		*error_r = mem_printf("'%s' is not a size (e.g. 64k, 10M, 1G)",
+				      value);
+		return -1;
+	}
+	if (range != NULL && (bytes < range->min || bytes > range->max)) {
+		*error_r = mem_printf("%s is out of range (%llu to %llu bytes)",
+				      value, (unsigned long long)range->min,
+				      (unsigned long long)range->max);
+		return -1;
+	}
+	*field = bytes;
+	return 0;
+}
+
 /* settings_parse_log_level - log.h's names, listed in the error */
 static int settings_parse_log_level(const struct config_key *key,
 				    const char *value, void *set,
@@ -408,6 +467,12 @@ static struct settings *settings_create_defaults(const char *node)
 		log_panic("default trusted_networks: %s", error);
 	set->workers = 0;
 	set->shutdown_timeout_msecs = SETTINGS_DEFAULT_SHUTDOWN_TIMEOUT_MSECS;
+	set->imap_append_limit = SETTINGS_DEFAULT_IMAP_APPEND_LIMIT;
+	set->imap_max_line_length = SETTINGS_DEFAULT_IMAP_MAX_LINE_LENGTH;
+	set->imap_client_timeout_msecs = SETTINGS_DEFAULT_IMAP_CLIENT_TIMEOUT_MSECS;
+	set->imap_idle_poll_msecs = SETTINGS_DEFAULT_IMAP_IDLE_POLL_MSECS;
+	set->auth_failure_delay_msecs = SETTINGS_DEFAULT_AUTH_FAILURE_DELAY_MSECS;
+	set->auth_max_failures = SETTINGS_DEFAULT_AUTH_MAX_FAILURES;
 	return set;
 }
 

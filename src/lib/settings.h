@@ -68,6 +68,16 @@ struct settings {
 	unsigned int trusted_network_count;	/* default: 127.0.0.0/8 ::1 */
 	unsigned int workers;		/* worker threads; 0 (default) = CPUs */
 	uint64_t shutdown_timeout_msecs; /* SIGTERM drain limit; default 30s */
+
+	/* IMAP (doc/clustermail.conf.5 "IMAP") */
+	uint64_t imap_append_limit;	/* bytes per message (APPENDLIMIT); default 64M */
+	uint64_t imap_max_line_length;	/* bytes of one command line; default 64k */
+	uint64_t imap_client_timeout_msecs; /* idle client (autologout); default 30m */
+	uint64_t imap_idle_poll_msecs;	/* IDLE version-stamp poll; default 1s */
+	/* Logins (every protocol) */
+	uint64_t auth_failure_delay_msecs; /* answer to a failed login; default 2s */
+	unsigned int auth_max_failures;	/* per client IP per 10 minutes; default 10,
+					   0 = no limit */
 };
 
 /* Load and validate path for the given node (NULL = host short name).

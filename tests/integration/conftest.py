@@ -27,3 +27,13 @@ def daemon(workdir):
     d.start()
     yield d
     d.stop()
+
+
+@pytest.fixture
+def imap_daemon(workdir):
+    """A running clustermaild with IMAP and IMAPS on loopback and the users
+    imaptest.ALICE and imaptest.BOB (password imaptest.PASSWORD)."""
+    import imaptest
+    d = imaptest.start_daemon(workdir)
+    yield d
+    d.stop()

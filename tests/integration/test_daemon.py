@@ -15,13 +15,14 @@ import pytest
 import cmtest
 from cmtest import Daemon, binary, read_greeting
 
+# Services not implemented yet refuse with these; IMAP greets (IMAP_GREETING).
 GREETINGS = {
-    "imap": b"* BYE [UNAVAILABLE] ",
     "pop3": b"-ERR [SYS/TEMP] ",
     "smtp": b"421 4.3.2 ",
     "submission": b"421 4.3.2 ",
     "lmtp": b"421 4.3.2 ",
 }
+IMAP_GREETING = b"* OK [CAPABILITY IMAP4rev1 "
 METRIC_LINE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"'
     r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\})? -?[0-9.e+]+$')
@@ -32,6 +33,23 @@ def metric(text, name, labels=""):
         if line.startswith(name + labels + " "):
             return float(line.split()[-1])
     raise AssertionError(f"metric {name}{labels} not found")
+
+
+def read_line(sock, timeout=5):
+    """One line (with CRLF) from a server that keeps the connection open."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def imap_greeting(port):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        return read_line(s)
 
 
 def tls_client_context():
@@ -84,7 +102,13 @@ def test_http_errors(daemon):
     assert daemon.http_get("/health")[0] == 200
 
 
-@pytest.mark.parametrize("service", ["imap", "pop3", "smtp", "submission", "lmtp"])
+def test_imap_listener_greets(daemon):
+    data = imap_greeting(daemon.ports["imap"])
+    assert data.startswith(IMAP_GREETING), data
+    assert data.endswith(b"] clustermail ready\r\n")
+
+
+@pytest.mark.parametrize("service", ["pop3", "smtp", "submission", "lmtp"])
 def test_plain_listener_refuses_politely(daemon, service):
     with socket.create_connection(("127.0.0.1", daemon.ports[service])) as s:
         data = read_greeting(s)
@@ -92,7 +116,18 @@ def test_plain_listener_refuses_politely(daemon, service):
     assert data.endswith(b"\r\n") and data.count(b"\r\n") == 1
 
 
-@pytest.mark.parametrize("service,plain", [("imaps", "imap"), ("pop3s", "pop3"),
+def test_imaps_listener_greets_inside_tls(daemon):
+    ctx = tls_client_context()
+    with socket.create_connection(("127.0.0.1", daemon.ports["imaps"])) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+            data = read_line(s)
+    assert data.startswith(IMAP_GREETING), data
+    # no STARTTLS inside TLS
+    assert b"STARTTLS" not in data
+
+
+@pytest.mark.parametrize("service,plain", [("pop3s", "pop3"),
                                            ("submissions", "smtp")])
 def test_tls_listener_refuses_inside_tls(daemon, service, plain):
     ctx = tls_client_context()
@@ -129,8 +164,7 @@ def test_tls_handshake_garbage_does_not_hurt(daemon):
         time.sleep(0.1)
     else:
         raise AssertionError("TLS failure not counted")
-    with socket.create_connection(("127.0.0.1", daemon.ports["imap"])) as s:
-        assert read_greeting(s).startswith(GREETINGS["imap"])
+    assert imap_greeting(daemon.ports["imap"]).startswith(IMAP_GREETING)
 
 
 def test_connection_metrics_count(daemon):
@@ -228,8 +262,7 @@ def test_sighup_reload(daemon):
     assert daemon.control_request("status")["config_generation"] == gen + 1
     reply = daemon.control_request("reload")
     assert "no_such_key" in reply["error"]
-    with socket.create_connection(("127.0.0.1", daemon.ports["imap"])) as s:
-        assert read_greeting(s).startswith(GREETINGS["imap"])
+    assert imap_greeting(daemon.ports["imap"]).startswith(IMAP_GREETING)
 
 
 def test_reload_changes_tls_certificate(daemon):
@@ -309,8 +342,7 @@ def test_detaches_and_reports_ready(workdir):
     try:
         assert cmtest.process_exists(pid)
         # Ready means the ports are open when the parent exits.
-        with socket.create_connection(("127.0.0.1", d.ports["imap"])) as s:
-            assert read_greeting(s).startswith(GREETINGS["imap"])
+        assert imap_greeting(d.ports["imap"]).startswith(IMAP_GREETING)
         assert json.loads(d.ctl("--json", "status").stdout)["pid"] == pid
     finally:
         os.kill(pid, signal.SIGTERM)

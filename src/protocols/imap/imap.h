@@ -1,0 +1,45 @@
+#ifndef CM_IMAP_H
+#define CM_IMAP_H
+/*
+ * imap - the IMAP service as clustermaild sees it: start a session on an
+ * accepted socket, and end them all when the server drains.
+ *
+ * Sessions live on the worker loop (thread) that accepted them; the
+ * functions below act on the calling thread's sessions only.
+ */
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct ioloop;
+struct settings;
+struct sio;
+struct store;
+struct tls_context;
+
+struct imap_session_settings {
+	const char *id;			/* session id for logs; copied */
+	const struct settings *set;	/* borrowed for the session's life */
+	struct tls_context *tls;	/* borrowed; NULL: no TLS configured */
+	bool implicit_tls;		/* imaps: handshake before the greeting */
+	/* The process's store; NULL when the spool is unavailable (logins
+	   then get "NO [UNAVAILABLE]"). Borrowed. */
+	struct store *store;
+	struct sio *sio;		/* the worker loop's sio; borrowed */
+	/* Called once when the session is gone (after the connection
+	   closed), with the disconnect reason: release what was borrowed. */
+	void (*ended)(void *context, const char *reason);
+	void *context;
+};
+
+/* Take over fd and run an IMAP session on loop (this thread's loop). */
+void imap_session_start(struct ioloop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			const struct imap_session_settings *set);
+/* Server drain: every session of this thread ends with "* BYE Server
+   shutting down" when it is between commands (at once if idle, IDLE
+   included; after the running command otherwise). */
+void imap_sessions_shutdown(void);
+/* Sessions of this thread not yet freed. */
+unsigned int imap_session_count(void);
+
+#endif
