@@ -8,6 +8,8 @@
 #include "lib/lib.h"
 #include "lib/buffer.h"
 #include "io/ioloop.h"
+#include "lock/lock.h"
+#include "maildir/sio.h"
 #include "daemon.h"
 
 #include <inttypes.h>
@@ -109,6 +111,68 @@ static void metrics_scalar(struct buffer *out, const char *name,
 	buffer_printf(out, "%s %" PRIu64 "\n", name, value);
 }
 
+/* metrics_lock_waits - how long granted lock requests took, immediate
+   grants included (buckets cumulative, as Prometheus wants them) */
+static void metrics_lock_waits(struct buffer *out, const struct lock_stats *st)
+{
+	uint64_t cumulative = 0;
+
+	metrics_header(out, "clustermail_lock_wait_seconds", "histogram",
+		       "Time from lock request to grant.");
+	for (unsigned int i = 0; i < LOCK_WAIT_BUCKETS; i++) {
+		uint64_t limit = lock_wait_bucket_limit(i);
+
+		cumulative += st->wait_buckets[i];
+		if (limit == UINT64_MAX)
+			buffer_printf(out, "clustermail_lock_wait_seconds_bucket"
+				      "{le=\"+Inf\"} %" PRIu64 "\n", cumulative);
+		else
+			buffer_printf(out, "clustermail_lock_wait_seconds_bucket"
+				      "{le=\"%" PRIu64 ".%03" PRIu64 "\"} %"
+				      PRIu64 "\n", limit / 1000, limit % 1000,
+				      cumulative);
+	}
+	buffer_printf(out, "clustermail_lock_wait_seconds_sum %" PRIu64
+		      ".%03" PRIu64 "\n", st->wait_msecs_total / 1000,
+		      st->wait_msecs_total % 1000);
+	buffer_printf(out, "clustermail_lock_wait_seconds_count %" PRIu64 "\n",
+		      st->grants);
+}
+
+/* metrics_store - cluster locks and spool I/O of the mailbox store */
+static void metrics_store(struct buffer *out)
+{
+	struct lock_stats locks;
+	struct sio_stats sio;
+
+	lock_get_stats(&locks);
+	sio_get_stats(&sio);
+	metrics_scalar(out, "clustermail_lock_grants_total", "counter",
+		       "Cluster lock acquisitions and conversions granted.",
+		       locks.grants);
+	metrics_scalar(out, "clustermail_lock_contended_total", "counter",
+		       "Lock grants that had to wait for another holder.",
+		       locks.waits);
+	metrics_lock_waits(out, &locks);
+	metrics_scalar(out, "clustermail_lock_busy_total", "counter",
+		       "Try-locks refused because the resource was busy.",
+		       locks.busy);
+	metrics_scalar(out, "clustermail_lock_timeouts_total", "counter",
+		       "Lock requests that timed out.", locks.timeouts);
+	metrics_scalar(out, "clustermail_lock_blocking_callbacks_total",
+		       "counter", "Times another holder asked for a lock we held.",
+		       locks.blocking_callbacks);
+	metrics_scalar(out, "clustermail_lock_errors_total", "counter",
+		       "Lock backend failures.", locks.errors);
+	metrics_scalar(out, "clustermail_spool_uring_ops_total", "counter",
+		       "Spool calls carried out through io_uring.", sio.uring_ops);
+	metrics_scalar(out, "clustermail_spool_pool_ops_total", "counter",
+		       "Spool calls run on the blocking pool (directory listings).",
+		       sio.pool_ops);
+	metrics_scalar(out, "clustermail_spool_sync_ops_total", "counter",
+		       "Spool calls made as plain system calls.", sio.sync_ops);
+}
+
 void metrics_format(struct buffer *out)
 {
 	struct ioloop_stats io;
@@ -153,4 +217,5 @@ void metrics_format(struct buffer *out)
 		       io.fallbacks);
 	metrics_scalar(out, "clustermail_io_blocking_jobs_total", "counter",
 		       "Blocking calls run on the pool.", io.blocking_jobs);
+	metrics_store(out);
 }

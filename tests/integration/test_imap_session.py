@@ -491,3 +491,29 @@ def test_missing_spool_then_mounted(workdir):
         assert imaptest.wait_for(login_works, timeout=10)
     finally:
         daemon.stop()
+
+
+def test_store_metrics_after_imap_work(d):
+    """/metrics shows the store's cluster locks and spool I/O: after an
+    IMAP session did real work the counters moved, and the lock wait
+    histogram is well formed (cumulative buckets, +Inf == count)."""
+    m = imaptest.login(d)
+    m.select("INBOX")
+    m.append("INBOX", None, None, b"Subject: metrics\r\n\r\nhello\r\n")
+    m.logout()
+    status, _, body = d.http_get("/metrics")
+    assert status == 200
+    values = {}
+    buckets = []
+    for line in body.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("clustermail_lock_wait_seconds_bucket"):
+            buckets.append(float(value))
+        values[name] = float(value)
+    assert values["clustermail_lock_grants_total"] > 0
+    assert values["clustermail_spool_uring_ops_total"] > 0
+    assert len(buckets) == 8 and buckets == sorted(buckets)
+    assert buckets[-1] == values["clustermail_lock_wait_seconds_count"]
+    assert 'clustermail_lock_wait_seconds_bucket{le="+Inf"}' in values
