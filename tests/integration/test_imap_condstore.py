@@ -90,3 +90,16 @@ def test_unchangedsince_and_changedsince(imap_daemon):
     untagged, _ = a.cmd(f"a5 SEARCH MODSEQ {base + 1}")
     line = [u for u in untagged if u.startswith("* SEARCH")][0]
     assert line.split()[2:4] == ["1", "3"], line
+
+
+def test_unchangedsince_zero_fails_everywhere(imap_daemon):
+    """RFC 7162 3.1.3: UNCHANGEDSINCE 0 always fails (every message has a
+    modseq of at least 1), and nothing is changed."""
+    r = prepare(imap_daemon)
+    r.cmd("z1 SELECT INBOX")
+    untagged, tagged = r.cmd("z2 STORE 1:3 (UNCHANGEDSINCE 0) +FLAGS (\\Flagged)")
+    assert tagged.startswith("z2 OK [MODIFIED 1:3]"), tagged
+    untagged, tagged = r.cmd("z3 UID STORE 2 (UNCHANGEDSINCE 0) +FLAGS (\\Flagged)")
+    assert tagged.startswith("z3 OK [MODIFIED 2]"), tagged
+    untagged, _ = r.cmd("z4 FETCH 1:3 (FLAGS)")
+    assert not any("\\Flagged" in u for u in untagged), untagged

@@ -35,6 +35,7 @@ struct store_request {
 	enum mailbox_store_mode mode;
 	bool silent;
 	uint64_t unchangedsince;
+	bool conditional;		/* UNCHANGEDSINCE was given */
 	uint32_t flags;
 	const char **keywords;		/* owned array, NULL-terminated */
 };
@@ -105,6 +106,7 @@ static bool store_parse(struct imap_command *cmd, struct store_request *req)
 	if (args[0].type == IMAP_ARG_LIST) {
 		if (!store_parse_modifier(&args[0], &req->unchangedsince))
 			goto bad;
+		req->conditional = true;
 		args++;
 	}
 	if (!imap_arg_get_atom(&args[0], &item) ||
@@ -282,13 +284,18 @@ int cmd_store(struct imap_command *cmd)
 	int ret = 0;
 
 	if (store_parse(cmd, &req)) {
-		if (req.unchangedsince != 0)
+		if (req.conditional)
 			client->condstore_active = true;
 		if (client->box_readonly)
 			imap_command_no(cmd, "[READ-ONLY] Mailbox is read-only");
 		else if (req.count == 0)
 			imap_command_ok(cmd, "STORE completed, no messages");
-		else
+		else if (req.conditional && req.unchangedsince == 0) {
+			/* RFC 7162 3.1.3: UNCHANGEDSINCE 0 fails for every
+			   message (flags always exist, every modseq is >= 1);
+			   the store API reads 0 as "no condition" */
+			store_reply_modified(cmd, req.uids, req.count);
+		} else
 			ret = store_run(cmd, &req);
 	}
 	free(req.uids);
