@@ -221,3 +221,50 @@ def process_exists(pid):
 
 def have(program):
     return shutil.which(program) is not None
+
+
+def make_ca(directory, name="ca", cn="clustermail test CA"):
+    """A throw-away CA (key + self-signed cert, CA:TRUE); returns the paths."""
+    cert = os.path.join(directory, f"{name}.crt")
+    key = os.path.join(directory, f"{name}.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-subj", f"/CN={cn}", "-keyout", key, "-out", cert,
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        check=True, capture_output=True)
+    return cert, key
+
+
+def make_cert_signed_by(directory, ca, name="server", cn="localhost",
+                        san="DNS:localhost,IP:127.0.0.1", serial=2,
+                        is_ca=False):
+    """A server certificate and key signed by ca=(cert, key) from make_ca()
+    (or an intermediate CA when is_ca); returns the paths."""
+    ca_cert, ca_key = ca
+    cert = os.path.join(directory, f"{name}.crt")
+    key = os.path.join(directory, f"{name}.key")
+    csr = os.path.join(directory, f"{name}.csr")
+    ext = os.path.join(directory, f"{name}.ext")
+    with open(ext, "w") as f:
+        if is_ca:
+            f.write("basicConstraints = critical,CA:TRUE\n"
+                    "keyUsage = critical,keyCertSign,cRLSign\n")
+        else:
+            f.write("basicConstraints = critical,CA:FALSE\n"
+                    "keyUsage = critical,digitalSignature\n"
+                    "extendedKeyUsage = serverAuth\n"
+                    f"subjectAltName = {san}\n")
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={cn}",
+         "-keyout", key, "-out", csr], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert,
+         "-CAkey", ca_key, "-set_serial", str(serial), "-days", "2",
+         "-extfile", ext, "-out", cert], check=True, capture_output=True)
+    os.unlink(csr)
+    os.unlink(ext)
+    os.chmod(key, 0o644)    # readable after the privilege drop (reload)
+    return cert, key

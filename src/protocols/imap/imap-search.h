@@ -107,4 +107,13 @@ bool imap_search_date_parse(const char *value, int64_t *time_r);
 void imap_search_address_keys(const char *field, char **mailbox_r,
 			    char **display_r);
 
+/* Shared with imap-sortkeys.c. */
+struct buffer;
+struct imap_message;
+/* The raw header block of the message (up to the blank line; bounded). */
+void imap_search_header_read(struct imap_message *msg, struct buffer *raw);
+/* Day number (days since the epoch) of a Date: value; false if it does
+   not parse. */
+bool imap_search_date_day(const char *value, int64_t *day_r);
+
 #endif
