@@ -17,6 +17,12 @@
 
 struct mailbox_cache;		/* cache.c */
 
+/* Expunged UIDs a snapshot (index) remembers for QRESYNC, by default
+   (store_settings.expunge_history_max); an index never holds more than
+   MAILBOX_EXPUNGE_HISTORY_LIMIT. */
+#define MAILBOX_EXPUNGE_HISTORY_MAX 8192
+#define MAILBOX_EXPUNGE_HISTORY_LIMIT (1024 * 1024)
+
 /* The version stamp (DESIGN invariant 3): exactly the lock value block. */
 struct mailbox_stamp {
 	uint32_t uidvalidity;
@@ -36,6 +42,13 @@ struct mailbox_pending {
 	uint32_t *uids;
 	uint32_t *flags;		/* FLAGS: the new standard flags */
 	char **bases;			/* EXPUNGE: the files' base names */
+};
+
+/* One entry of the expunge history (QRESYNC): a UID and the modseq of
+   the EXPUNGE record that removed it. */
+struct mailbox_expunged {
+	uint32_t uid;
+	uint64_t modseq;
 };
 
 struct mailbox {
@@ -72,6 +85,16 @@ struct mailbox {
 
 	struct mailbox_pending *pending;
 	size_t pending_count;
+
+	/* Expunge history, ascending modseq: every UID expunged with a
+	   modseq above exp_floor (the index keeps the newest
+	   MAILBOX_EXPUNGE_HISTORY_MAX, the log adds the rest). When
+	   exp_floor_known is false (a rebuilt or reset view), the floor is
+	   taken to be HIGHESTMODSEQ: nothing earlier is remembered. */
+	struct mailbox_expunged *exp_hist;
+	size_t exp_count, exp_alloc;
+	uint64_t exp_floor;
+	bool exp_floor_known;
 
 	/* Not yet reported by mailbox_sync(). */
 	uint32_t *changed;

@@ -8,8 +8,9 @@
  *                      HIGHESTMODSEQ, first recent UID, keyword names, the
  *                      log generation and offset it includes) and one
  *                      record per message (UID, flags, keywords, modseq,
- *                      sizes, dates, base file name), with a CRC32 over
- *                      the whole file. Only ever replaced by rename.
+ *                      sizes, dates, base file name), then the expunge
+ *                      history (below), with a CRC32 over the whole
+ *                      file. Only ever replaced by rename.
  *   clustermail.log    the changes since the snapshot: a header (magic,
  *                      UIDVALIDITY, generation) and records
  *                      [length][type][payload][CRC32], appended and
@@ -94,6 +95,18 @@
  *     (rename). Between the two, the index names a generation the log
  *     does not have yet; the old log is then fully contained in the index
  *     and is replaced by an empty one of the right generation.
+ *
+ * Expunge history (QRESYNC, RFC 7162 3.2.5). Compaction drops the log's
+ * EXPUNGE records, and with them the modseq at which each UID went. So
+ * the view keeps (UID, modseq) of every expunge it applies, and the
+ * index carries the newest store_settings.expunge_history_max of them
+ * plus a floor: every expunge with a modseq above the floor is listed.
+ * A view's history is the index's plus what it read from the log since;
+ * mailbox_expunged_since() answers from it, and says "incomplete" when
+ * asked about a modseq below the floor (the IMAP side then names every
+ * UID it cannot see, which RFC 7162 allows). An index without the
+ * section (older format) or a rebuilt one puts the floor at its
+ * HIGHESTMODSEQ: nothing earlier is claimed.
  *
  * The message cache (cache.c) rides on these lock sections and nothing
  * else: mailbox_lock() ends every successful locked sync with
@@ -393,6 +406,135 @@ static struct mailbox_pending *pending_add(struct mailbox *box)
 	return &box->pending[box->pending_count++];
 }
 
+/* ---- expunge history (QRESYNC) --------------------------------------- */
+
+/* exp_hist_add - remember that uid was expunged at modseq */
+static void exp_hist_add(struct mailbox *box, uint32_t uid, uint64_t modseq)
+{
+	if (box->exp_count == box->exp_alloc) {
+		box->exp_alloc = box->exp_alloc * 2 + 64;
+		box->exp_hist = mem_realloc(box->exp_hist, box->exp_alloc *
+					    sizeof(*box->exp_hist));
+	}
+	box->exp_hist[box->exp_count].uid = uid;
+	box->exp_hist[box->exp_count++].modseq = modseq;
+}
+
+/* exp_hist_floor - expunges above this modseq are all in the history */
+static uint64_t exp_hist_floor(const struct mailbox *box)
+{
+	return box->exp_floor_known ? box->exp_floor : box->highestmodseq;
+}
+
+/* exp_hist_max - how many entries a snapshot keeps */
+static size_t exp_hist_max(const struct mailbox *box)
+{
+	size_t max = box->user != NULL ? box->user->store->expunge_history_max :
+		MAILBOX_EXPUNGE_HISTORY_MAX;
+
+	return max < MAILBOX_EXPUNGE_HISTORY_LIMIT ? max :
+		MAILBOX_EXPUNGE_HISTORY_LIMIT;
+}
+
+/* exp_hist_trim - keep the newest exp_hist_max() entries, raising the
+   floor over what is dropped (before a snapshot) */
+static void exp_hist_trim(struct mailbox *box)
+{
+	size_t drop, max = exp_hist_max(box);
+
+	box->exp_floor = exp_hist_floor(box);
+	box->exp_floor_known = true;
+	if (box->exp_count <= max)
+		return;
+	drop = box->exp_count - max;
+	for (size_t i = 0; i < drop; i++) {
+		if (box->exp_hist[i].modseq > box->exp_floor)
+			box->exp_floor = box->exp_hist[i].modseq;
+	}
+	memmove(box->exp_hist, box->exp_hist + drop,
+		max * sizeof(*box->exp_hist));
+	box->exp_count = max;
+}
+
+/* exp_hist_serialize - the index's history section: floor, count, and
+   (uid, modseq) pairs */
+static void exp_hist_serialize(const struct mailbox *box, struct bb *b)
+{
+	size_t max = exp_hist_max(box);
+	size_t first = box->exp_count > max ? box->exp_count - max : 0;
+	uint64_t floor = exp_hist_floor(box);
+
+	for (size_t i = 0; i < first; i++) {
+		if (box->exp_hist[i].modseq > floor)
+			floor = box->exp_hist[i].modseq;
+	}
+	bb_u64(b, floor);
+	bb_u32(b, (uint32_t)(box->exp_count - first));
+	for (size_t i = first; i < box->exp_count; i++) {
+		bb_u32(b, box->exp_hist[i].uid);
+		bb_u64(b, box->exp_hist[i].modseq);
+	}
+}
+
+/* exp_hist_parse - the history section of an index; an index without
+   one (older format) remembers nothing before its HIGHESTMODSEQ */
+static bool exp_hist_parse(struct mailbox *box, struct rd *r)
+{
+	uint32_t n;
+
+	box->exp_count = 0;
+	box->exp_floor_known = true;
+	if (r->p == r->end) {
+		box->exp_floor = box->highestmodseq;
+		return true;
+	}
+	box->exp_floor = rd_u64(r);
+	n = rd_u32(r);
+	if (r->bad || n > MAILBOX_EXPUNGE_HISTORY_LIMIT ||
+	    (size_t)(r->end - r->p) != (size_t)n * 12 ||
+	    box->exp_floor > box->highestmodseq)
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t uid = rd_u32(r);
+		uint64_t modseq = rd_u64(r);
+
+		if (uid == 0 || uid >= box->uidnext || modseq > box->highestmodseq)
+			return false;
+		exp_hist_add(box, uid, modseq);
+	}
+	return !r->bad;
+}
+
+/* uid32_cmp - qsort order of UIDs */
+static int uid32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int mailbox_expunged_since(struct mailbox *box, uint64_t modseq,
+			   uint32_t **uids_r, size_t *count_r,
+			   bool *complete_r)
+{
+	uint32_t *uids = mem_calloc(box->exp_count + 1, sizeof(*uids));
+	size_t n = 0, j = 0;
+
+	for (size_t i = 0; i < box->exp_count; i++) {
+		if (box->exp_hist[i].modseq > modseq)
+			uids[n++] = box->exp_hist[i].uid;
+	}
+	qsort(uids, n, sizeof(*uids), uid32_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (j == 0 || uids[i] != uids[j - 1])
+			uids[j++] = uids[i];
+	}
+	*uids_r = uids;
+	*count_r = j;
+	*complete_r = modseq >= exp_hist_floor(box);
+	return STORE_OK;
+}
+
 /* ---- log records ------------------------------------------------------ */
 
 /* Apply one log record at offset to the view. Returns false if the
@@ -470,6 +612,7 @@ static bool log_apply(struct mailbox *box, uint8_t type, struct rd *r,
 			old = view_find(box, uid);
 			if (old == NULL)
 				continue;
+			exp_hist_add(box, uid, modseq);
 			p->uids[p->count] = uid;
 			p->bases[p->count++] = mem_strdup(old->base);
 			old->flags |= MAIL_EXPUNGED;
@@ -682,6 +825,7 @@ static void index_serialize(const struct mailbox *box, uint32_t gen,
 		bb_u64(b, (uint64_t)rec->savedate);
 		bb_str(b, rec->base);
 	}
+	exp_hist_serialize(box, b);
 	bb_u32(b, crc(b->data, b->len));
 }
 
@@ -775,6 +919,10 @@ static bool index_parse(struct mailbox *box, const uint8_t *data, size_t size,
 		prev_uid = rec.uid;
 		view_append(box, &rec);
 	}
+	if (!exp_hist_parse(box, &r)) {
+		*reason_r = "bad expunge history";
+		return false;
+	}
 	if (r.p != r.end) {
 		*reason_r = "trailing data";
 		return false;
@@ -857,6 +1005,7 @@ int mailbox_write_snapshot(struct mailbox *box)
 	int fd, ret;
 
 	/* Index first: see "Compaction" at the top. */
+	exp_hist_trim(box);
 	index_serialize(box, gen, &b);
 	ret = write_file_atomic(box->user, box->dir_fd, MAILBOX_INDEX_FILE, &b);
 	if (ret == STORE_OK) {
@@ -906,6 +1055,9 @@ static void view_reset_state(struct mailbox *box)
 {
 	view_clear(box);
 	pending_clear(box);
+	box->exp_count = 0;
+	box->exp_floor = 0;
+	box->exp_floor_known = false;
 	box->loaded = false;
 	box->uidvalidity = box->uidnext = box->first_recent_uid = 0;
 	box->highestmodseq = 0;
@@ -1141,6 +1293,7 @@ void mailbox_close(struct mailbox **_box)
 	view_clear(box);
 	pending_clear(box);
 	free(box->recs);
+	free(box->exp_hist);
 	free(box->changed);
 	if (box->lock != NULL)
 		lock_destroy(&box->lock);

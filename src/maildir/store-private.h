@@ -25,6 +25,7 @@ struct store {
 	uint64_t lock_timeout_msecs;
 	uint64_t tmp_grace_secs;
 	uint64_t log_compact_bytes;
+	uint32_t expunge_history_max;	/* see store_settings */
 	int spool_fd;			/* O_PATH|O_DIRECTORY */
 	bool spool_nfs;			/* attributes may be cached */
 	pthread_mutex_t new_seen_lock;	/* sessions on several threads */

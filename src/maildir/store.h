@@ -68,6 +68,9 @@ struct store_settings {
 	uint64_t tmp_grace_secs;
 	/* Compact the change log when it grows past this; 0 = 256 KiB. */
 	uint64_t log_compact_bytes;
+	/* Expunged UIDs (with their modseqs) each mailbox's index keeps for
+	   QRESYNC across compactions; 0 = 8192. */
+	uint32_t expunge_history_max;
 };
 struct store *store_create(const struct store_settings *set);
 void store_destroy(struct store **store);
@@ -385,6 +388,16 @@ int mailbox_store(struct mailbox *box, const uint32_t *uids, size_t count,
    (caller frees). */
 int mailbox_expunge(struct mailbox *box, const uint32_t *uids, size_t count,
 		    uint32_t **expunged_r, size_t *expunged_count_r);
+/* QRESYNC (RFC 7162 3.2.5): the UIDs (ascending, unique; caller frees)
+   that EXPUNGE records with a modseq above modseq removed, as far as
+   the view's expunge history (the newest few thousand in the index, plus
+   the change log) knows them. *complete_r is false when the history no
+   longer reaches back to modseq (older expunges were compacted away):
+   then the caller must treat every UID it cannot see in the view as
+   possibly expunged. Reflects the view as of its last sync. */
+int mailbox_expunged_since(struct mailbox *box, uint64_t modseq,
+			   uint32_t **uids_r, size_t *count_r,
+			   bool *complete_r);
 /* COPY/MOVE to another mailbox of the same user. UIDs not in the view
    are skipped. For UIDPLUS: src_uids_r/dest_uids_r (same order, caller
    frees), and the target's UIDVALIDITY. Flags, keywords and internal date

@@ -255,9 +255,9 @@ def test_id_and_enable(d):
     assert r.cmd("I3 ID")[1].startswith("I3 BAD")
     assert r.cmd("E1 ENABLE UTF8=ACCEPT")[1].startswith("E1 BAD")  # not auth
     r.login()
-    untagged, tagged = r.cmd("E2 ENABLE UTF8=ACCEPT QRESYNC X-UNKNOWN")
+    untagged, tagged = r.cmd("E2 ENABLE UTF8=ACCEPT IMAP4rev2 X-UNKNOWN")
     assert tagged == "E2 OK ENABLE completed"
-    assert untagged == ["* ENABLED UTF8=ACCEPT"]    # QRESYNC: not yet
+    assert untagged == ["* ENABLED UTF8=ACCEPT"]    # IMAP4rev2: not yet
     untagged, _ = r.cmd("E3 ENABLE utf8=accept")
     assert untagged == ["* ENABLED"]    # nothing newly enabled
     assert r.cmd("E4 ENABLE")[1].startswith("E4 BAD")

@@ -47,6 +47,7 @@ static void node_init(struct node *n, const char *name)
 	n->sio = sio_create_sync(n->loop);
 	ss.locks = n->locks;
 	ss.log_compact_bytes = 4096;	/* exercise compaction */
+	ss.expunge_history_max = 32;	/* and the expunge history's bound */
 	n->store = store_create(&ss);
 }
 
@@ -873,6 +874,9 @@ START_TEST(test_cache_flush_busy)
 	/* Another handle holds EX: flush does not wait, the add stays. */
 	lock_name_mailbox("cache6@example.com", "INBOX", lock_name);
 	lock = lock_create(n2.locks, lock_name, LOCK_CLASS_OTHER);
+	/* it stands for another node: its own scope for the lock order
+	   checks of --enable-debug-checks builds */
+	lock_set_owner(lock, &lock_name);
 	ck_assert_int_eq(sio_lock(n2.sio, lock, LOCK_MODE_EX, 0, 1000), 0);
 	ck_assert_int_eq(mailbox_cache_flush(va), 0);
 	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "pending"));
@@ -1403,6 +1407,148 @@ START_TEST(test_shared_manage_rights)
 }
 END_TEST
 
+/* expunged_has - is uid in the array? */
+static bool expunged_has(const uint32_t *uids, size_t count, uint32_t uid)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (uids[i] == uid)
+			return true;
+	}
+	return false;
+}
+
+START_TEST(test_expunged_since)
+{
+	struct store_user *a = user_open(&n1, "qr@example.com");
+	struct store_user *b = user_open(&n2, "qr@example.com");
+	struct mailbox *va, *vb;
+	uint32_t uid, *uids;
+	uint64_t before, middle;
+	size_t count;
+	bool complete;
+
+	for (int i = 0; i < 6; i++)
+		deliver(a, NULL, "Subject: q\n\nq\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	before = mailbox_highestmodseq(va);
+	uid = 2;
+	ck_assert_int_eq(mailbox_expunge(va, &uid, 1, NULL, NULL), 0);
+	middle = mailbox_highestmodseq(va);
+	uid = 5;
+	ck_assert_int_eq(mailbox_expunge(va, &uid, 1, NULL, NULL), 0);
+
+	/* The other node's view learns the expunges from the log. */
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert_int_eq(mailbox_expunged_since(vb, before, &uids, &count,
+						&complete), 0);
+	ck_assert(complete);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_uint_eq(uids[0], 2);
+	ck_assert_uint_eq(uids[1], 5);
+	free(uids);
+	ck_assert_int_eq(mailbox_expunged_since(vb, middle, &uids, &count,
+						&complete), 0);
+	ck_assert(complete);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_uint_eq(uids[0], 5);
+	free(uids);
+
+	/* Compact the log many times (4 KiB threshold): the index keeps
+	   the history, for this view, the other one, and a fresh one. */
+	for (int i = 0; i < 300; i++) {
+		uid = 1;
+		ck_assert_int_eq(mailbox_store(va, &uid, 1, (i % 2) == 0 ?
+					       MAILBOX_STORE_ADD : MAILBOX_STORE_REMOVE,
+					       MAIL_SEEN, NULL, 0, NULL, NULL), 0);
+	}
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	mailbox_close(&va);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_expunged_since(va, before, &uids, &count,
+						&complete), 0);
+	ck_assert(complete);
+	ck_assert(count == 2 && expunged_has(uids, count, 2) &&
+		  expunged_has(uids, count, 5));
+	free(uids);
+	ck_assert_int_eq(mailbox_expunged_since(vb, before, &uids, &count,
+						&complete), 0);
+	ck_assert(complete && count == 2);
+	free(uids);
+	/* Nothing newer than the current HIGHESTMODSEQ. */
+	ck_assert_int_eq(mailbox_expunged_since(va, mailbox_highestmodseq(va),
+						&uids, &count, &complete), 0);
+	ck_assert(complete && count == 0);
+	free(uids);
+	mailbox_close(&va);
+	mailbox_close(&vb);
+
+	/* A rebuild forgets the history: older modseqs are incomplete. */
+	ck_assert_int_eq(store_index_rebuild(a, "INBOX"), 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_expunged_since(va, before, &uids, &count,
+						&complete), 0);
+	ck_assert(!complete);
+	free(uids);
+	/* ... and later expunges are remembered again. */
+	middle = mailbox_highestmodseq(va);
+	uid = 3;
+	ck_assert_int_eq(mailbox_expunge(va, &uid, 1, NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_expunged_since(va, middle, &uids, &count,
+						&complete), 0);
+	ck_assert(complete && count == 1 && uids[0] == 3);
+	free(uids);
+	mailbox_close(&va);
+	ck_assert_uint_eq(check_problems(a, "INBOX"), 0);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
+/* expunge_many - deliver n messages and expunge all of them */
+static void expunge_many(struct store_user *u, struct mailbox *box,
+			 unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		deliver(u, NULL, "Subject: e\n\ne\n", MAIL_DELETED);
+	ck_assert_int_eq(mailbox_sync(box, 0, NULL), 0);
+	ck_assert_int_eq(mailbox_expunge(box, NULL, 0, NULL, NULL), 0);
+}
+
+START_TEST(test_expunge_history_bounded)
+{
+	struct store_user *a = user_open(&n1, "qb@example.com");
+	struct mailbox *va;
+	uint32_t *uids, uid = 1;
+	uint64_t start;
+	size_t count;
+	bool complete;
+
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	start = mailbox_highestmodseq(va);
+	/* One big EXPUNGE record of more UIDs than the index keeps. */
+	expunge_many(a, va, 40);
+	deliver(a, NULL, "Subject: k\n\nk\n", 0);
+	ck_assert_int_eq(mailbox_sync(va, 0, NULL), 0);
+	uid = mailbox_record(va, 0)->uid;
+	/* Compact: the history is cut to its bound. */
+	for (int i = 0; i < 300; i++) {
+		ck_assert_int_eq(mailbox_store(va, &uid, 1, (i % 2) == 0 ?
+					       MAILBOX_STORE_ADD : MAILBOX_STORE_REMOVE,
+					       MAIL_SEEN, NULL, 0, NULL, NULL), 0);
+	}
+	mailbox_close(&va);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_expunged_since(va, start, &uids, &count,
+						&complete), 0);
+	ck_assert(!complete);
+	ck_assert_uint_le(count, 32);
+	free(uids);
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -1415,6 +1561,8 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_append_copy_move);
 	tcase_add_test(tc, test_list_rename_delete);
 	tcase_add_test(tc, test_compaction_and_reload);
+	tcase_add_test(tc, test_expunged_since);
+	tcase_add_test(tc, test_expunge_history_bounded);
 	tcase_add_test(tc, test_self_repair);
 	tcase_add_test(tc, test_check_finds_missing_file);
 	tcase_add_test(tc, test_quota);

@@ -55,7 +55,7 @@ static const struct {
 	{ "UTF8=ACCEPT", IMAP_ENABLED_UTF8, true },
 	{ "IMAP4rev2", IMAP_ENABLED_REV2, false },
 	{ "CONDSTORE", IMAP_ENABLED_CONDSTORE, true },
-	{ "QRESYNC", IMAP_ENABLED_QRESYNC, false },
+	{ "QRESYNC", IMAP_ENABLED_QRESYNC, true },
 };
 
 int cmd_capability(struct imap_command *cmd)

@@ -9,7 +9,10 @@
  * COPY says "OK [COPYUID v src dst]"; MOVE sends the COPYUID in an
  * untagged OK first, then the untagged EXPUNGEs of the moved messages
  * (through imap_sync(), highest sequence number first), then a plain
- * tagged OK (RFC 6851 4.3). A set that matches nothing is a success.
+ * tagged OK (RFC 6851 4.3). With QRESYNC enabled the expunges are one
+ * "* VANISHED uids" (imap_sync()) and the tagged OK carries
+ * [HIGHESTMODSEQ], as for EXPUNGE. A set that matches nothing is a
+ * success.
  *
  * Either side may be another user's mailbox (imap-util.h): the store
  * checks "r" on the source ("t" and "e" too for MOVE) and "i" on the
@@ -94,7 +97,13 @@ static int copy_reply(struct imap_command *cmd, const struct copy_result *r,
 					   buffer_cstr(&code));
 		if (ret == 0)
 			ret = imap_sync(cmd->client, 0);
-		imap_command_ok(cmd, "MOVE completed");
+		if ((cmd->client->enabled & IMAP_ENABLED_QRESYNC) != 0 &&
+		    cmd->client->box != NULL)
+			imap_command_ok(cmd, "[HIGHESTMODSEQ %llu] MOVE completed",
+					(unsigned long long)
+					mailbox_highestmodseq(cmd->client->box));
+		else
+			imap_command_ok(cmd, "MOVE completed");
 	}
 	buffer_clear(&code);
 	return ret;

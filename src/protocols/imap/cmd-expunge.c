@@ -9,6 +9,10 @@
  * also reports messages other sessions expunged meanwhile, in one
  * consistent sequence.
  *
+ * Once QRESYNC is enabled, imap_sync() reports "* VANISHED uids" instead
+ * of EXPUNGEs, and the tagged OK carries [HIGHESTMODSEQ] (RFC 7162
+ * 3.2.7).
+ *
  * CLOSE expunges silently (RFC 9051 6.4.1: no untagged EXPUNGE) when the
  * mailbox is read-write, then returns to the authenticated state;
  * UNSELECT does the same without expunging. In another user's mailbox
@@ -139,6 +143,13 @@ int cmd_expunge(struct imap_command *cmd)
 	}
 	if (imap_sync(client, 0) < 0)
 		return -1;
-	imap_command_ok(cmd, "EXPUNGE completed");
+	/* RFC 7162 3.2.7: with QRESYNC the client learns the modseq the
+	   expunge reached from the tagged reply. */
+	if ((client->enabled & IMAP_ENABLED_QRESYNC) != 0)
+		imap_command_ok(cmd, "[HIGHESTMODSEQ %llu] EXPUNGE completed",
+				(unsigned long long)
+				mailbox_highestmodseq(client->box));
+	else
+		imap_command_ok(cmd, "EXPUNGE completed");
 	return 0;
 }

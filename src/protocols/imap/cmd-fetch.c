@@ -1,6 +1,12 @@
 /*
  * cmd-fetch.c - FETCH and UID FETCH (RFC 9051 6.4.5 / 7.5.2, RFC 3501
- * rev1 items, RFC 7162 MODSEQ and CHANGEDSINCE).
+ * rev1 items, RFC 7162 MODSEQ, CHANGEDSINCE and QRESYNC's VANISHED).
+ *
+ * UID FETCH ... (CHANGEDSINCE m VANISHED) (RFC 7162 3.2.6, QRESYNC
+ * enabled) first sends "* VANISHED (EARLIER) uids": the UIDs of the set
+ * that the store's expunge history says were expunged after m; when the
+ * history does not reach back to m, every UID of the set (up to
+ * UIDNEXT-1) not in the view, which may name UIDs never assigned.
  *
  * The item list is parsed first into struct fetch_item (a bad item is a
  * BAD before any output). Then each message is answered on its own: the
@@ -88,6 +94,7 @@ struct fetch_context {
 	struct fetch_item items[FETCH_ITEMS_MAX];
 	size_t item_count;
 	uint64_t changedsince;		/* 0 = none */
+	bool vanished;			/* VANISHED modifier (QRESYNC) */
 	uint32_t *seen_uids;		/* owned: \Seen set by this FETCH */
 	size_t seen_count;
 	bool expunged_seen;
@@ -386,7 +393,8 @@ static bool items_parse(struct fetch_context *ctx, const struct imap_arg *arg,
 	return true;
 }
 
-/* modifiers_parse - "(CHANGEDSINCE n)" (RFC 7162) */
+/* modifiers_parse - "(CHANGEDSINCE n [VANISHED])" in any order (RFC
+   7162); VANISHED only in UID FETCH with QRESYNC enabled */
 static bool modifiers_parse(struct fetch_context *ctx,
 			    const struct imap_arg *arg)
 {
@@ -397,15 +405,122 @@ static bool modifiers_parse(struct fetch_context *ctx,
 	if (imap_arg_is_eol(arg))
 		return true;
 	if (!imap_arg_get_list(arg, &list, &count) ||
-	    !imap_arg_is_eol(&arg[1]) || count != 2 ||
-	    !imap_arg_atom_equals(&list[0], "CHANGEDSINCE") ||
-	    !imap_arg_get_atom(&list[1], &num) ||
-	    str_to_uint64(num, &ctx->changedsince) < 0 ||
-	    ctx->changedsince == 0)
+	    !imap_arg_is_eol(&arg[1]) || count == 0)
+		return false;
+	for (size_t i = 0; i < count; i++) {
+		if (imap_arg_atom_equals(&list[i], "VANISHED") &&
+		    !ctx->vanished) {
+			ctx->vanished = true;
+		} else if (imap_arg_atom_equals(&list[i], "CHANGEDSINCE") &&
+			   ctx->changedsince == 0 && i + 1 < count) {
+			if (!imap_arg_get_atom(&list[++i], &num) ||
+			    str_to_uint64(num, &ctx->changedsince) < 0 ||
+			    ctx->changedsince == 0)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	if (ctx->changedsince == 0)
+		return false;
+	if (ctx->vanished && (!ctx->cmd->uid ||
+	    (ctx->client->enabled & IMAP_ENABLED_QRESYNC) == 0))
 		return false;
 	if (!item_has(ctx, FETCH_MODSEQ))
 		(void)item_add(ctx, FETCH_MODSEQ);
 	return true;
+}
+
+/* vanished_range - append "a" or "a:b" to the set in out */
+static void vanished_range(struct buffer *out, uint32_t a, uint32_t b)
+{
+	if (out->used > 0)
+		buffer_append_byte(out, ',');
+	if (a == b)
+		buffer_printf(out, "%u", a);
+	else
+		buffer_printf(out, "%u:%u", a, b);
+}
+
+/* vanished_unseen - the UIDs of first..last that the view lacks */
+static void vanished_unseen(struct buffer *out, struct mailbox *box,
+			    uint32_t first, uint32_t last)
+{
+	uint32_t count = mailbox_count(box), lo = 0, hi = count, next = first;
+
+	while (lo < hi) {	/* the first record at or above first */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (mailbox_record(box, mid)->uid < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < count && next <= last; lo++) {
+		uint32_t uid = mailbox_record(box, lo)->uid;
+
+		if (uid > last)
+			break;
+		if (uid > next)
+			vanished_range(out, next, uid - 1);
+		next = uid + 1;
+	}
+	if (next <= last && next != 0)
+		vanished_range(out, next, last);
+}
+
+/* vanished_set_contains - is uid in the (sorted, merged) set? */
+static bool vanished_set_contains(const struct imap_seqset *set, uint32_t uid)
+{
+	size_t lo = 0, hi = set->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (uid < set->ranges[mid].first)
+			hi = mid;
+		else if (uid > set->ranges[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+/* vanished_send - "* VANISHED (EARLIER) uids" for the UID set */
+static int vanished_send(struct fetch_context *ctx,
+			 const struct imap_seqset *set)
+{
+	uint32_t *uids, top = mailbox_uidnext(ctx->box) - 1;
+	struct buffer out;
+	size_t count;
+	bool complete;
+	int ret = 0;
+
+	if (set->saved)
+		return 0;
+	buffer_init(&out, 0);
+	(void)mailbox_expunged_since(ctx->box, ctx->changedsince, &uids,
+				     &count, &complete);
+	for (size_t i = 0; complete && i < count; i++) {
+		if (vanished_set_contains(set, uids[i]) &&
+		    mailbox_lookup_uid(ctx->box, uids[i], NULL) == NULL)
+			vanished_range(&out, uids[i], uids[i]);
+	}
+	for (size_t i = 0; !complete && i < set->count; i++) {
+		if (set->ranges[i].first > top)
+			break;
+		vanished_unseen(&out, ctx->box, set->ranges[i].first,
+				set->ranges[i].last < top ?
+				set->ranges[i].last : top);
+	}
+	free(uids);
+	if (out.used > 0)
+		ret = imap_client_printf(ctx->client,
+					 "* VANISHED (EARLIER) %.*s\r\n",
+					 (int)out.used, (const char *)out.data);
+	buffer_clear(&out);
+	return ret;
 }
 
 /* items_free - free what the items own */
@@ -986,6 +1101,10 @@ static int fetch_run(struct fetch_context *ctx, const struct imap_seqset *set)
 	}
 	if (item_has(ctx, FETCH_MODSEQ))
 		ctx->client->condstore_active = true;
+	if (ctx->vanished && vanished_send(ctx, set) < 0) {
+		free(uids);
+		return -1;
+	}
 	seen_set(ctx, uids, count);
 	for (size_t i = 0; i < count && ret == 0; i++)
 		ret = fetch_one(ctx, uids[i]);

@@ -15,6 +15,20 @@
  * to select it at all (the store refuses otherwise), and READ-ONLY when
  * none of "s", "w", "t", "e" is granted (RFC 4314 4). The view then owns
  * the other user's store_user.
+ *
+ * QRESYNC (RFC 7162 3.2.5): "(QRESYNC (uidvalidity modseq [known-uids]
+ * [(seq-set uid-set)]))" needs ENABLE QRESYNC first (BAD otherwise).
+ * When the UIDVALIDITY matches, the description is followed by
+ * "* VANISHED (EARLIER) uids" for messages expunged since modseq and a
+ * FETCH (UID FLAGS MODSEQ) for each message changed since then, both
+ * limited to known-uids when given. The expunged UIDs come from the
+ * store's expunge history; when that no longer reaches back to modseq,
+ * every UID of known-uids (default 1:UIDNEXT-1) not in the view is
+ * named, which 3.2.5.1 allows (UIDs never assigned may appear). Then
+ * the seq-match-data narrows that list (3.2.5.2): while the client's
+ * (sequence number, UID) pairs still hold in the view, no UID up to the
+ * last matching one can have gone.
+ * A UIDVALIDITY mismatch gives a plain SELECT.
  */
 #include "lib/lib.h"
 #include "maildir/acl.h"
@@ -24,10 +38,87 @@
 #include "imap-sync.h"
 #include "imap-util.h"
 
+#include "lib/buffer.h"
+#include "lib/str.h"
+
 #include <stdlib.h>
 
-/* select_parse_params - the optional "(CONDSTORE)" list; false = BAD */
-static bool select_parse_params(const struct imap_arg *arg, bool *condstore_r)
+/* The QRESYNC select parameter. */
+struct select_qresync {
+	bool set;
+	uint32_t uidvalidity;
+	uint64_t modseq;
+	bool have_known;
+	struct imap_seqset known;	/* known-uids */
+	bool have_match;
+	struct imap_seqset match_seqs, match_uids;	/* seq-match-data */
+};
+
+/* qr_parse_set - a UID set without "$" (known-uids, seq-match-data) */
+static bool qr_parse_set(const struct imap_arg *arg, struct imap_seqset *set)
+{
+	const char *str, *error;
+
+	if (!imap_arg_get_atom(arg, &str) ||
+	    imap_seqset_parse(str, set, &error) < 0)
+		return false;
+	if (set->saved) {
+		imap_seqset_free(set);
+		return false;
+	}
+	return true;
+}
+
+/* qr_parse_match - seq-match-data "(known-sequence-set known-uid-set)" */
+static bool qr_parse_match(const struct imap_arg *arg,
+			   struct select_qresync *qr)
+{
+	const struct imap_arg *list;
+	size_t count;
+
+	if (!imap_arg_get_list(arg, &list, &count) || count != 2 ||
+	    !qr_parse_set(&list[0], &qr->match_seqs))
+		return false;
+	if (!qr_parse_set(&list[1], &qr->match_uids)) {
+		imap_seqset_free(&qr->match_seqs);
+		return false;
+	}
+	qr->have_match = true;
+	return true;
+}
+
+/* qr_parse - "(uidvalidity modseq [known-uids] [seq-match-data])" */
+static bool qr_parse(const struct imap_arg *arg, struct select_qresync *qr)
+{
+	const struct imap_arg *list;
+	unsigned int uidvalidity;
+	const char *num;
+	size_t count, i = 2;
+
+	if (!imap_arg_get_list(arg, &list, &count) || count < 2 || count > 4 ||
+	    !imap_arg_get_atom(&list[0], &num) ||
+	    str_to_uint(num, &uidvalidity) < 0 || uidvalidity == 0 ||
+	    !imap_arg_get_atom(&list[1], &num) ||
+	    str_to_uint64(num, &qr->modseq) < 0 ||
+	    qr->modseq > INT64_MAX)
+		return false;
+	qr->uidvalidity = uidvalidity;
+	if (i < count && list[i].type != IMAP_ARG_LIST) {
+		if (!qr_parse_set(&list[i], &qr->known))
+			return false;
+		qr->have_known = true;
+		i++;
+	}
+	if (i < count && !qr_parse_match(&list[i++], qr))
+		return false;
+	qr->set = true;
+	return i == count;
+}
+
+/* select_parse_params - the optional "(CONDSTORE QRESYNC (...))" list;
+   false = BAD */
+static bool select_parse_params(const struct imap_arg *arg, bool *condstore_r,
+				struct select_qresync *qr)
 {
 	const struct imap_arg *list;
 	size_t count;
@@ -38,11 +129,221 @@ static bool select_parse_params(const struct imap_arg *arg, bool *condstore_r)
 	if (!imap_arg_get_list(arg, &list, &count) || !imap_arg_is_eol(&arg[1]))
 		return false;
 	for (size_t i = 0; i < count; i++) {
-		if (!imap_arg_atom_equals(&list[i], "CONDSTORE"))
+		if (imap_arg_atom_equals(&list[i], "CONDSTORE")) {
+			*condstore_r = true;
+		} else if (imap_arg_atom_equals(&list[i], "QRESYNC") &&
+			   !qr->set && i + 1 < count) {
+			if (!qr_parse(&list[++i], qr))
+				return false;
+		} else {
 			return false;
-		*condstore_r = true;
+		}
 	}
 	return true;
+}
+
+/* qr_set_contains - is uid in the (sorted, merged) set? '*' counts as
+   the highest UID */
+static bool qr_set_contains(const struct imap_seqset *set, uint32_t uid)
+{
+	size_t lo = 0, hi = set->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (uid < set->ranges[mid].first)
+			hi = mid;
+		else if (uid > set->ranges[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+/* qr_write_range - append "a" or "a:b" to a UID set being written */
+static void qr_write_range(struct buffer *buf, uint32_t a, uint32_t b)
+{
+	if (buf->used > 0)
+		buffer_append_byte(buf, ',');
+	if (a == b)
+		buffer_printf(buf, "%u", a);
+	else
+		buffer_printf(buf, "%u:%u", a, b);
+}
+
+/* qr_missing_range - the UIDs of first..last not in the view, as ranges */
+static void qr_missing_range(struct buffer *buf, struct mailbox *box,
+			     uint32_t first, uint32_t last)
+{
+	uint32_t count = mailbox_count(box), idx = 0, next = first;
+
+	/* The first record at or above first (binary search). */
+	for (uint32_t lo = 0, hi = count; lo < hi;) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (mailbox_record(box, mid)->uid < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+		idx = lo;
+	}
+	for (; idx < count && next <= last; idx++) {
+		uint32_t uid = mailbox_record(box, idx)->uid;
+
+		if (uid > last)
+			break;
+		if (uid > next)
+			qr_write_range(buf, next, uid - 1);
+		next = uid + 1;
+	}
+	if (next <= last && next != 0)
+		qr_write_range(buf, next, last);
+}
+
+/* A cursor over the numbers of a sorted set. */
+struct qr_cursor {
+	const struct imap_seqset *set;
+	size_t range;
+	uint32_t next;
+};
+
+/* qr_cursor_next - the next number of the set; false at its end */
+static bool qr_cursor_next(struct qr_cursor *c, uint32_t *num_r)
+{
+	while (c->range < c->set->count) {
+		const struct imap_seq_range *r = &c->set->ranges[c->range];
+
+		if (c->next < r->first)
+			c->next = r->first;
+		if (c->next <= r->last && c->next != 0) {
+			*num_r = c->next++;
+			return true;
+		}
+		c->range++;
+		c->next = 0;
+	}
+	return false;
+}
+
+/* qr_match_floor - the highest UID up to which the client's
+   (sequence number, UID) pairs all still hold: nothing at or below it
+   was expunged (RFC 7162 3.2.5.2). 0 when none holds. */
+static uint32_t qr_match_floor(struct mailbox *box,
+			       const struct select_qresync *qr)
+{
+	struct qr_cursor seqs = { .set = &qr->match_seqs };
+	struct qr_cursor uids = { .set = &qr->match_uids };
+	uint32_t seq, uid, floor = 0, count = mailbox_count(box);
+
+	if (!qr->have_match)
+		return 0;
+	/* At most count + 1 steps: a sequence number past the view ends it. */
+	while (qr_cursor_next(&seqs, &seq) && qr_cursor_next(&uids, &uid)) {
+		if (seq > count || mailbox_record(box, seq - 1)->uid != uid)
+			break;
+		floor = uid;
+	}
+	return floor;
+}
+
+/* qr_vanished_all - history too short: every known UID not in the view
+   (above what the seq-match-data vouches for) */
+static void qr_vanished_all(struct buffer *buf, struct mailbox *box,
+			    const struct select_qresync *qr)
+{
+	uint32_t top = mailbox_uidnext(box) - 1;
+	uint32_t floor = qr_match_floor(box, qr);
+
+	if (floor >= top)
+		return;
+	if (!qr->have_known) {
+		qr_missing_range(buf, box, floor + 1, top);
+		return;
+	}
+	for (size_t i = 0; i < qr->known.count; i++) {
+		uint32_t first = qr->known.ranges[i].first;
+		uint32_t last = qr->known.ranges[i].last;
+
+		if (first > top)
+			break;
+		if (last <= floor)
+			continue;
+		qr_missing_range(buf, box, first > floor ? first : floor + 1,
+				 last < top ? last : top);
+	}
+}
+
+/* qr_send_vanished - "* VANISHED (EARLIER) uids" when there are any */
+static int qr_send_vanished(struct imap_client *client,
+			    const struct select_qresync *qr)
+{
+	struct buffer buf;
+	uint32_t *uids;
+	size_t count;
+	bool complete;
+	int ret = 0;
+
+	buffer_init(&buf, 0);
+	(void)mailbox_expunged_since(client->box, qr->modseq, &uids, &count,
+				     &complete);
+	if (!complete) {
+		qr_vanished_all(&buf, client->box, qr);
+	} else {
+		for (size_t i = 0; i < count; i++) {
+			if ((qr->have_known &&
+			     !qr_set_contains(&qr->known, uids[i])) ||
+			    mailbox_lookup_uid(client->box, uids[i], NULL) != NULL)
+				continue;
+			qr_write_range(&buf, uids[i], uids[i]);
+		}
+	}
+	free(uids);
+	if (buf.used > 0)
+		ret = imap_client_printf(client, "* VANISHED (EARLIER) %.*s\r\n",
+					 (int)buf.used, (const char *)buf.data);
+	buffer_clear(&buf);
+	return ret;
+}
+
+/* qr_send_changes - FETCH (UID FLAGS MODSEQ) for messages changed since
+   the client's modseq */
+static int qr_send_changes(struct imap_client *client,
+			   const struct select_qresync *qr)
+{
+	struct mailbox *box = client->box;
+	uint32_t count = mailbox_count(box);
+	struct buffer buf;
+	int ret = 0;
+
+	buffer_init(&buf, 0);
+	for (uint32_t i = 0; i < count && ret == 0; i++) {
+		const struct mail_record *rec = mailbox_record(box, i);
+
+		if (rec->modseq <= qr->modseq ||
+		    (qr->have_known && !qr_set_contains(&qr->known, rec->uid)))
+			continue;
+		buf.used = 0;
+		buffer_printf(&buf, "* %u FETCH (UID %u FLAGS (", i + 1,
+			      rec->uid);
+		imap_flags_write(&buf, box, rec->flags, rec->keywords);
+		buffer_printf(&buf, ") MODSEQ (%llu))\r\n",
+			      (unsigned long long)rec->modseq);
+		ret = imap_client_write(client, buf.data, buf.used);
+	}
+	buffer_clear(&buf);
+	return ret;
+}
+
+/* select_qresync - the QRESYNC part of a SELECT reply */
+static int select_qresync(struct imap_client *client,
+			  const struct select_qresync *qr)
+{
+	if (!qr->set || qr->uidvalidity != mailbox_uidvalidity(client->box))
+		return 0;
+	if (qr_send_vanished(client, qr) < 0)
+		return -1;
+	return qr_send_changes(client, qr);
 }
 
 /* select_first_unseen - sequence number of the first message without \Seen */
@@ -122,8 +423,29 @@ static int select_open_view(struct imap_client *client, const char *box_name,
 	return ret;
 }
 
+static int select_open_qr(struct imap_command *cmd, bool readonly,
+			  struct select_qresync *qr);
+
 /* select_open - SELECT (readonly false) or EXAMINE (true) */
 static int select_open(struct imap_command *cmd, bool readonly)
+{
+	struct select_qresync qr;
+	int ret;
+
+	memset(&qr, 0, sizeof(qr));
+	ret = select_open_qr(cmd, readonly, &qr);
+	if (qr.have_known)
+		imap_seqset_free(&qr.known);
+	if (qr.have_match) {
+		imap_seqset_free(&qr.match_seqs);
+		imap_seqset_free(&qr.match_uids);
+	}
+	return ret;
+}
+
+/* select_open_qr - select_open() with the QRESYNC parameter's storage */
+static int select_open_qr(struct imap_command *cmd, bool readonly,
+			  struct select_qresync *qr)
 {
 	struct imap_client *client = cmd->client;
 	const char *name, *error;
@@ -132,8 +454,13 @@ static int select_open(struct imap_command *cmd, bool readonly)
 	int ret;
 
 	if (!imap_arg_get_astring(&cmd->args[0], &name) ||
-	    !select_parse_params(&cmd->args[1], &condstore)) {
+	    !select_parse_params(&cmd->args[1], &condstore, qr)) {
 		imap_command_bad(cmd, "Invalid arguments");
+		return 0;
+	}
+	if (qr->set && (client->enabled & IMAP_ENABLED_QRESYNC) == 0) {
+		/* RFC 7162 3.2.5 */
+		imap_command_bad(cmd, "QRESYNC parameter needs ENABLE QRESYNC");
 		return 0;
 	}
 	if (client->box != NULL) {
@@ -163,10 +490,11 @@ static int select_open(struct imap_command *cmd, bool readonly)
 	if ((mailbox_rights(client->box) & SELECT_WRITE_RIGHTS) == 0)
 		readonly = true;
 	client->box_readonly = readonly;
-	client->condstore_active =
-		condstore || (client->enabled & IMAP_ENABLED_CONDSTORE) != 0;
+	client->condstore_active = condstore ||
+		(client->enabled & (IMAP_ENABLED_CONDSTORE |
+				    IMAP_ENABLED_QRESYNC)) != 0;
 	client->exists_reported = mailbox_count(client->box);
-	if (select_describe(client) < 0)
+	if (select_describe(client) < 0 || select_qresync(client, qr) < 0)
 		return -1;
 	imap_command_ok(cmd, "[%s] %s completed", readonly ? "READ-ONLY" :
 			"READ-WRITE", readonly ? "EXAMINE" : "SELECT");

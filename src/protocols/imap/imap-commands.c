@@ -131,6 +131,7 @@ static const struct imap_capability imap_capabilities[] = {
 	{ "SEARCHRES", CAP_ALWAYS },
 	{ "WITHIN", CAP_ALWAYS },
 	{ "CONDSTORE", CAP_ALWAYS },
+	{ "QRESYNC", CAP_ALWAYS },
 	{ "COMPRESS=DEFLATE", CAP_ALWAYS },
 	{ "SORT", CAP_ALWAYS },
 	{ "SORT=DISPLAY", CAP_ALWAYS },

@@ -11,6 +11,9 @@
  *      it, and going downwards means no number needs recomputing.
  *      With IMAP_SYNC_NO_EXPUNGE the store keeps expunged records in the
  *      view (flagged MAIL_EXPUNGED) so sequence numbers stay stable.
+ *      Once QRESYNC is enabled (RFC 7162 3.2.10), one "* VANISHED
+ *      uid-set" replaces them, naming only messages the client was told
+ *      exist (each UID in it lowers the client's message count).
  *   2. FLAGS / PERMANENTFLAGS when new keywords appeared.
  *   3. "* n EXISTS" (and "* n RECENT" for IMAP4rev1 clients) when the
  *      count grew.
@@ -24,6 +27,10 @@
  * them as changed, so STORE syncs through imap_sync_skip_own() which
  * leaves out the messages that carry the STORE's modseq.
  *
+ * ENABLE QRESYNC implies CONDSTORE (RFC 7162 3.2.3); the ENABLE handler
+ * announces HIGHESTMODSEQ only for CONDSTORE itself, so the first sync
+ * after QRESYNC was enabled in the selected state does it.
+ *
  * A mailbox deleted (or given a new UIDVALIDITY) under a selected session
  * cannot be resynchronised in IMAP4: we send BYE (RFC 9051 7.1.5 allows
  * it) and end the session.
@@ -35,10 +42,39 @@
 #include "imap-sync.h"
 #include "imap-util.h"
 
+/* sync_send_vanished - QRESYNC: one VANISHED for the expunged UIDs the
+   client knows about */
+static int sync_send_vanished(struct imap_client *client,
+			      const struct mailbox_changes *changes)
+{
+	uint32_t *uids = mem_calloc(changes->expunged_count + 1, sizeof(*uids));
+	struct buffer buf;
+	size_t n = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < changes->expunged_count; i++) {
+		if (changes->expunged_seqs[i] <= client->exists_reported)
+			uids[n++] = changes->expunged_uids[i];
+	}
+	if (n > 0) {
+		buffer_init(&buf, 0);
+		buffer_append_str(&buf, "* VANISHED ");
+		imap_seqset_write_uids(&buf, uids, n);
+		buffer_append_str(&buf, "\r\n");
+		ret = imap_client_write(client, buf.data, buf.used);
+		buffer_clear(&buf);
+	}
+	free(uids);
+	client->exists_reported -= (uint32_t)n;
+	return ret;
+}
+
 /* sync_send_expunges - EXPUNGE responses, highest sequence number first */
 static int sync_send_expunges(struct imap_client *client,
 			      const struct mailbox_changes *changes)
 {
+	if ((client->enabled & IMAP_ENABLED_QRESYNC) != 0)
+		return sync_send_vanished(client, changes);
 	for (size_t i = changes->expunged_count; i > 0; i--) {
 		if (imap_client_untagged(client, "%u EXPUNGE",
 					 changes->expunged_seqs[i - 1]) < 0)
@@ -111,11 +147,26 @@ static int sync_send_fetch(struct imap_client *client, uint32_t uid,
 	return ret;
 }
 
+/* sync_qresync_condstore - QRESYNC enabled while selected: start the
+   MODSEQ reporting it implies */
+static int sync_qresync_condstore(struct imap_client *client)
+{
+	if ((client->enabled & IMAP_ENABLED_QRESYNC) == 0 ||
+	    client->condstore_active)
+		return 0;
+	client->condstore_active = true;
+	return imap_client_untagged(client, "OK [HIGHESTMODSEQ %llu] Highest",
+				    (unsigned long long)
+				    mailbox_highestmodseq(client->box));
+}
+
 /* sync_report - send what a mailbox_sync() changed */
 static int sync_report(struct imap_client *client,
 		       const struct mailbox_changes *changes,
 		       uint64_t own_modseq)
 {
+	if (sync_qresync_condstore(client) < 0)
+		return -1;
 	if (sync_send_expunges(client, changes) < 0)
 		return -1;
 	if (changes->keywords_changed && imap_sync_send_flags(client) < 0)
