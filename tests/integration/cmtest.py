@@ -58,10 +58,28 @@ def prepare_workdir(path):
     return path
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a test daemon to listen on. Taken below the kernel's
+    ephemeral range (32768-60999 by default), where client sockets get
+    their ports, so that no client connection can take it between this
+    check and the daemon's bind; and never the same port twice in one
+    test run (a daemon's listeners must not share one)."""
+    import random
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free port found in 20000-32000")
 
 
 def make_cert(directory, name="server", cn="localhost"):
