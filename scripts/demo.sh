@@ -93,7 +93,8 @@ clustermail demo is running (node demo1, log: $demo/demo1.log)
                (STARTTLS on 10143, implicit TLS on 10993; any IMAP client works,
                e.g. mutt -f imap://demo%40example.com@127.0.0.1:10143/)
   deliver:     printf 'Subject: hi\\n\\nhello\\n' | $ctl -c $conf --node demo1 deliver demo@example.com
-  POP3/SMTP:   not implemented yet: those listeners answer so and close
+  POP3:        curl --user demo@example.com:demo pop3://127.0.0.1:10110/   (STLS; POP3S on 10995)
+  SMTP/LMTP:   not implemented yet: those listeners answer so and close
   stop:        $top/scripts/demo.sh stop
 MSG
 }

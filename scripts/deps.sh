@@ -11,7 +11,7 @@ liburing-dev libssl-dev libxml2-dev zlib1g-dev libcrypt-dev
 libdlm-dev libcpg-dev check
 python3 python3-pytest
 openssl curl ca-certificates groff-base man-db procps iproute2
-isync offlineimap3 mutt
+isync offlineimap3 mutt fetchmail
 "
 
 missing=""

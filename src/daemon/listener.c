@@ -2,10 +2,11 @@
  * listener.c - what happens to a freshly accepted client socket.
  *
  * Every protocol listener hands its sockets here. IMAP and IMAPS start an
- * IMAP session (protocols/imap/imap.h) that holds a reference to the
- * configuration snapshot for its whole life. Protocols that are not
- * built yet get a polite, protocol-correct refusal and the connection is
- * closed: a POP3 "-ERR", an SMTP/LMTP 421 (a temporary code, so that a
+ * IMAP session (protocols/imap/imap.h), POP3 and POP3S a POP3 session
+ * (protocols/pop3/pop3.h); each holds a reference to the configuration
+ * snapshot for its whole life. Protocols that are not built yet get a
+ * polite, protocol-correct refusal and the connection is closed: an
+ * SMTP/LMTP 421 (a temporary code, so that a
  * sending MTA keeps the mail and retries instead of bouncing it). Implicit-TLS
  * listeners complete the TLS handshake first, so a client sees the refusal
  * inside TLS as it would a real greeting.
@@ -17,6 +18,7 @@
 #include "io/connection.h"
 #include "io/ioloop.h"
 #include "protocols/imap/imap.h"
+#include "protocols/pop3/pop3.h"
 #include "daemon.h"
 
 #include <stdatomic.h>
@@ -42,9 +44,6 @@ const char *listener_session_id(enum settings_service service, char out[32])
 static const char *listener_refusal(enum settings_service service)
 {
 	switch (service) {
-	case SETTINGS_SERVICE_POP3:
-	case SETTINGS_SERVICE_POP3S:
-		return "-ERR [SYS/TEMP] clustermail: the POP3 service is not implemented yet\r\n";
 	case SETTINGS_SERVICE_LMTP:
 		return "421 4.3.2 clustermail: the LMTP service is not implemented yet\r\n";
 	case SETTINGS_SERVICE_SMTP:
@@ -53,6 +52,8 @@ static const char *listener_refusal(enum settings_service service)
 		return "421 4.3.2 clustermail: the SMTP service is not implemented yet\r\n";
 	case SETTINGS_SERVICE_IMAP:	/* served: listener_imap_start() */
 	case SETTINGS_SERVICE_IMAPS:
+	case SETTINGS_SERVICE_POP3:	/* served: listener_pop3_start() */
+	case SETTINGS_SERVICE_POP3S:
 	case SETTINGS_SERVICE_COUNT:
 		break;
 	}
@@ -97,8 +98,8 @@ static const struct connection_callbacks listener_callbacks = {
 	.destroyed = listener_destroyed,
 };
 
-/* listener_imap_ended - the IMAP session is gone */
-static void listener_imap_ended(void *context, const char *reason)
+/* listener_engine_ended - the IMAP or POP3 session is gone */
+static void listener_engine_ended(void *context, const char *reason)
 {
 	struct listener_session *session = context;
 
@@ -121,11 +122,30 @@ static void listener_imap_start(struct ioloop *loop,
 		.implicit_tls = settings_service_is_implicit_tls(session->service),
 		.store = daemon_store(),
 		.sio = worker_sio(),
-		.ended = listener_imap_ended,
+		.ended = listener_engine_ended,
 		.context = session,
 	};
 
 	imap_session_start(loop, fd, peer, peer_len, &imap_set);
+}
+
+/* listener_pop3_start - hand the socket to the POP3 engine */
+static void listener_pop3_start(struct ioloop *loop,
+				struct listener_session *session, int fd,
+				const struct sockaddr *peer, socklen_t peer_len)
+{
+	struct pop3_session_settings pop3_set = {
+		.id = session->id,
+		.set = session->config->set,
+		.tls = session->config->tls,
+		.implicit_tls = settings_service_is_implicit_tls(session->service),
+		.store = daemon_store(),
+		.sio = worker_sio(),
+		.ended = listener_engine_ended,
+		.context = session,
+	};
+
+	pop3_session_start(loop, fd, peer, peer_len, &pop3_set);
 }
 
 void listener_session_start(struct ioloop *loop, enum settings_service service,
@@ -149,6 +169,10 @@ void listener_session_start(struct ioloop *loop, enum settings_service service,
 		    peer != NULL ? net_addr_str(peer, addr) : "unknown");
 	if (service == SETTINGS_SERVICE_IMAP || service == SETTINGS_SERVICE_IMAPS) {
 		listener_imap_start(loop, session, fd, peer, peer_len);
+		return;
+	}
+	if (service == SETTINGS_SERVICE_POP3 || service == SETTINGS_SERVICE_POP3S) {
+		listener_pop3_start(loop, session, fd, peer, peer_len);
 		return;
 	}
 	conn = connection_create(loop, fd, peer, peer_len, &conn_set,

@@ -15,14 +15,15 @@ import pytest
 import cmtest
 from cmtest import Daemon, binary, read_greeting
 
-# Services not implemented yet refuse with these; IMAP greets (IMAP_GREETING).
+# Services not implemented yet refuse with these; IMAP greets (IMAP_GREETING),
+# POP3 greets (POP3_GREETING).
 GREETINGS = {
-    "pop3": b"-ERR [SYS/TEMP] ",
     "smtp": b"421 4.3.2 ",
     "submission": b"421 4.3.2 ",
     "lmtp": b"421 4.3.2 ",
 }
 IMAP_GREETING = b"* OK [CAPABILITY IMAP4rev1 "
+POP3_GREETING = b"+OK clustermail ready\r\n"
 METRIC_LINE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"'
     r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\})? -?[0-9.e+]+$')
@@ -108,7 +109,17 @@ def test_imap_listener_greets(daemon):
     assert data.endswith(b"] clustermail ready\r\n")
 
 
-@pytest.mark.parametrize("service", ["pop3", "smtp", "submission", "lmtp"])
+def test_pop3_listeners_greet(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.ports["pop3"])) as s:
+        assert read_line(s) == POP3_GREETING
+    ctx = tls_client_context()
+    with socket.create_connection(("127.0.0.1", daemon.ports["pop3s"])) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+            assert read_line(s) == POP3_GREETING
+
+
+@pytest.mark.parametrize("service", ["smtp", "submission", "lmtp"])
 def test_plain_listener_refuses_politely(daemon, service):
     with socket.create_connection(("127.0.0.1", daemon.ports[service])) as s:
         data = read_greeting(s)
@@ -127,8 +138,7 @@ def test_imaps_listener_greets_inside_tls(daemon):
     assert b"STARTTLS" not in data
 
 
-@pytest.mark.parametrize("service,plain", [("pop3s", "pop3"),
-                                           ("submissions", "smtp")])
+@pytest.mark.parametrize("service,plain", [("submissions", "smtp")])
 def test_tls_listener_refuses_inside_tls(daemon, service, plain):
     ctx = tls_client_context()
     with socket.create_connection(("127.0.0.1", daemon.ports[service])) as raw:
@@ -172,7 +182,7 @@ def test_connection_metrics_count(daemon):
                     "clustermail_connections_total", '{service="pop3"}')
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", daemon.ports["pop3"])) as s:
-            read_greeting(s)
+            assert read_line(s) == POP3_GREETING
     body = daemon.http_get("/metrics")[2]
     assert metric(body, "clustermail_connections_total",
                   '{service="pop3"}') == before + 5
