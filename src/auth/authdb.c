@@ -7,6 +7,7 @@
  * lock first.
  */
 #include "lib/lib.h"
+#include "lib/str.h"
 #include "auth/authdb.h"
 #include "auth/password.h"
 #include "auth/userdb.h"
@@ -142,6 +143,21 @@ enum authdb_result authdb_verify(const char *users_file, const char *address,
 	*reason_r = "ok";
 	*user_r = user;
 	return AUTHDB_OK;
+}
+
+int authdb_user_exists(const char *users_file, const char *address)
+{
+	char *lower = str_lcase(mem_strdup(address));
+	int ret;
+
+	pthread_mutex_lock(&authdb_lock);
+	if (authdb_refresh(users_file) < 0)
+		ret = -1;
+	else
+		ret = userdb_lookup(authdb_users, lower) != NULL ? 1 : 0;
+	pthread_mutex_unlock(&authdb_lock);
+	free(lower);
+	return ret;
 }
 
 /* authdb_failure_find - the entry of ip, or NULL; lock held */

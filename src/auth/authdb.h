@@ -39,6 +39,10 @@ enum authdb_result authdb_verify(const char *users_file, const char *address,
 				 const char *password, char **user_r,
 				 const char **reason_r);
 
+/* Is address (any case) a user of users_file? 1 yes, 0 no, -1 the file
+   is unavailable (logged). BLOCKING like authdb_verify(). For mail
+   delivery (SMTP RCPT, LMTP, the queue runner), not for logins. */
+int authdb_user_exists(const char *users_file, const char *address);
 /* Has ip failed max_failures times within the window? (0 = no limit) */
 bool authdb_ip_blocked(const char *ip, unsigned int max_failures);
 /* Count one failed login from ip. */

@@ -38,6 +38,20 @@
 #define SETTINGS_DEFAULT_AUTH_FAILURE_DELAY_MSECS 2000
 #define SETTINGS_DEFAULT_AUTH_MAX_FAILURES 10
 
+#define SETTINGS_DEFAULT_SMTP_MAX_MESSAGE_SIZE (50ULL * 1024 * 1024)
+#define SETTINGS_DEFAULT_SMTP_MAX_RECIPIENTS 1000
+#define SETTINGS_DEFAULT_SMTP_MAX_ERRORS 20
+/* RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for a command. */
+#define SETTINGS_DEFAULT_SMTP_CLIENT_TIMEOUT_MSECS (5ULL * 60 * 1000)
+/* Like Postfix's minimal_backoff_time and maximal_backoff_time. */
+#define SETTINGS_DEFAULT_QUEUE_RETRY_INITIAL_MSECS (300ULL * 1000)
+#define SETTINGS_DEFAULT_QUEUE_RETRY_MAX_MSECS (4000ULL * 1000)
+#define SETTINGS_DEFAULT_QUEUE_LIFETIME_MSECS (5ULL * 86400 * 1000)
+#define SETTINGS_DEFAULT_QUEUE_DELAY_WARNING_MSECS (4ULL * 3600 * 1000)
+#define SETTINGS_DEFAULT_QUEUE_WORKERS 10
+#define SETTINGS_DEFAULT_QUEUE_DESTINATION_CONCURRENCY 5
+#define SETTINGS_DEFAULT_QUEUE_SCAN_INTERVAL_MSECS (10ULL * 1000)
+
 #define SETTINGS_WORKERS_MAX 256
 #define SETTINGS_SHUTDOWN_TIMEOUT_MAX_MSECS (86400ULL * 1000)
 /* POSIX login names are portable up to 32 bytes. */
@@ -70,6 +84,14 @@ static const struct config_enum_name settings_lock_backends[] = {
 	{ NULL, 0 }
 };
 
+static const struct config_enum_name settings_queue_tls_names[] = {
+	{ "none", SETTINGS_QUEUE_TLS_NONE },
+	{ "may", SETTINGS_QUEUE_TLS_MAY },
+	{ "encrypt", SETTINGS_QUEUE_TLS_ENCRYPT },
+	{ "verify", SETTINGS_QUEUE_TLS_VERIFY },
+	{ NULL, 0 }
+};
+
 static const struct config_enum_name settings_log_targets[] = {
 	{ "stderr", LOG_TARGET_STDERR },
 	{ "syslog", LOG_TARGET_SYSLOG },
@@ -97,9 +119,21 @@ static const uint64_t settings_failure_delay_max = 60ULL * 1000;
 static const struct config_uint_range settings_max_failures_range = {
 	0, 1000000
 };
+static const struct settings_size_range settings_message_size_range = {
+	1024, 4ULL * 1024 * 1024 * 1024
+};
+static const struct config_uint_range settings_max_recipients_range = {
+	100, 100000		/* RFC 5321 4.5.3.1.8: at least 100 */
+};
+static const struct config_uint_range settings_max_errors_range = { 1, 100000 };
+static const uint64_t settings_smtp_timeout_max = 3600ULL * 1000;
+static const uint64_t settings_queue_duration_max = 30ULL * 86400 * 1000;
+static const struct config_uint_range settings_queue_workers_range = { 1, 1000 };
+static const struct config_uint_range settings_queue_concurrency_range = { 1, 1000 };
 /* context of settings_parse_path: the path may be empty (unset). */
 static const bool settings_path_optional = true;
 
+static char *settings_default_host_name(void);
 static config_parse_fn settings_parse_node_name;
 static config_parse_fn settings_parse_size;
 static config_parse_fn settings_parse_path;
@@ -109,6 +143,8 @@ static config_parse_fn settings_parse_domains;
 static config_parse_fn settings_parse_mail_user;
 static config_parse_fn settings_parse_log_level;
 static config_parse_fn settings_parse_networks;
+static config_parse_fn settings_parse_hostname;
+static config_parse_fn settings_parse_relayhost;
 
 #define SETTINGS_FIELD(field) offsetof(struct settings, field)
 
@@ -168,6 +204,40 @@ static const struct config_key settings_keys[] = {
 	  SETTINGS_FIELD(auth_failure_delay_msecs), &settings_failure_delay_max },
 	{ "auth_max_failures", config_parse_uint,
 	  SETTINGS_FIELD(auth_max_failures), &settings_max_failures_range },
+	{ "smtp_hostname", settings_parse_hostname,
+	  SETTINGS_FIELD(smtp_hostname), NULL },
+	{ "smtp_max_message_size", settings_parse_size,
+	  SETTINGS_FIELD(smtp_max_message_size), &settings_message_size_range },
+	{ "smtp_max_recipients", config_parse_uint,
+	  SETTINGS_FIELD(smtp_max_recipients), &settings_max_recipients_range },
+	{ "smtp_max_errors", config_parse_uint,
+	  SETTINGS_FIELD(smtp_max_errors), &settings_max_errors_range },
+	{ "smtp_client_timeout", config_parse_duration,
+	  SETTINGS_FIELD(smtp_client_timeout_msecs), &settings_smtp_timeout_max },
+	{ "relayhost", settings_parse_relayhost, SETTINGS_FIELD(relayhost), NULL },
+	{ "relayhost_user", config_parse_string,
+	  SETTINGS_FIELD(relayhost_user), NULL },
+	{ "relayhost_password_file", settings_parse_path,
+	  SETTINGS_FIELD(relayhost_password_file), &settings_path_optional },
+	{ "queue_tls", config_parse_enum, SETTINGS_FIELD(queue_tls),
+	  settings_queue_tls_names },
+	{ "queue_tls_ca_file", settings_parse_path,
+	  SETTINGS_FIELD(queue_tls_ca_file), &settings_path_optional },
+	{ "queue_retry_initial", config_parse_duration,
+	  SETTINGS_FIELD(queue_retry_initial_msecs), &settings_queue_duration_max },
+	{ "queue_retry_max", config_parse_duration,
+	  SETTINGS_FIELD(queue_retry_max_msecs), &settings_queue_duration_max },
+	{ "queue_lifetime", config_parse_duration,
+	  SETTINGS_FIELD(queue_lifetime_msecs), &settings_queue_duration_max },
+	{ "queue_delay_warning", config_parse_duration,
+	  SETTINGS_FIELD(queue_delay_warning_msecs), &settings_queue_duration_max },
+	{ "queue_workers", config_parse_uint, SETTINGS_FIELD(queue_workers),
+	  &settings_queue_workers_range },
+	{ "queue_destination_concurrency", config_parse_uint,
+	  SETTINGS_FIELD(queue_destination_concurrency),
+	  &settings_queue_concurrency_range },
+	{ "queue_scan_interval", config_parse_duration,
+	  SETTINGS_FIELD(queue_scan_interval_msecs), &settings_queue_duration_max },
 };
 
 /* Who is being checked, for cross-check error messages. */
@@ -305,6 +375,103 @@ static bool settings_domain_is_valid(const char *domain)
 		}
 	}
 	return true;
+}
+
+/* settings_parse_hostname - one domain name, lowercased */
+static int settings_parse_hostname(const struct config_key *key,
+				   const char *value, void *set, char **error_r)
+{
+	char **field = settings_field(key, set);
+	char *name = str_lcase(mem_strdup(value));
+
+	if (!settings_domain_is_valid(name)) {
+		*error_r = mem_printf("'%s' is not a host name", value);
+		free(name);
+		return -1;
+	}
+	free(*field);
+	*field = name;
+	return 0;
+}
+
+/* settings_parse_relayhost - "HOST", "HOST:PORT", "[HOST]" or
+   "[HOST]:PORT" (brackets: no MX lookup, as in Postfix); IPv6 literals
+   only in brackets; empty = off */
+static int settings_parse_relayhost(const struct config_key *key ATTR_UNUSED,
+				    const char *value, void *setp,
+				    char **error_r)
+{
+	struct settings *set = setp;
+	const char *host = value, *end, *port_str = NULL;
+	bool bracket = value[0] == '[';
+	unsigned int port = 25;
+	char *host_copy;
+
+	if (value[0] == '\0') {
+		MEM_FREE(&set->relayhost);
+		MEM_FREE(&set->relayhost_host);
+		set->relayhost_port = 0;
+		set->relayhost_mx = false;
+		return 0;
+	}
+	if (bracket) {
+		host = value + 1;
+		if ((end = strchr(host, ']')) == NULL) {
+			*error_r = mem_printf("'%s': missing ']'", value);
+			return -1;
+		}
+		if (end[1] == ':')
+			port_str = end + 2;
+		else if (end[1] != '\0') {
+			*error_r = mem_printf("'%s': expected ':PORT' after ']'", value);
+			return -1;
+		}
+	} else {
+		end = strchr(host, ':');
+		if (end != NULL) {
+			port_str = end + 1;
+			if (strchr(port_str, ':') != NULL) {
+				*error_r = mem_printf("'%s': write IPv6 addresses "
+						      "as [ADDRESS]:PORT", value);
+				return -1;
+			}
+		} else {
+			end = host + strlen(host);
+		}
+	}
+	if (port_str != NULL) {
+		char *p;
+		unsigned long n = strtoul(port_str, &p, 10);
+
+		if (port_str[0] < '0' || port_str[0] > '9' || *p != '\0' ||
+		    n == 0 || n > 65535) {
+			*error_r = mem_printf("'%s': '%s' is not a port (1-65535)",
+					      value, port_str);
+			return -1;
+		}
+		port = (unsigned int)n;
+	}
+	host_copy = str_lcase(mem_strndup(host, (size_t)(end - host)));
+	{
+		struct in6_addr a6;
+		struct in_addr a4;
+		bool is_ip = inet_pton(AF_INET, host_copy, &a4) == 1 ||
+			inet_pton(AF_INET6, host_copy, &a6) == 1;
+
+		if (!is_ip && !settings_domain_is_valid(host_copy)) {
+			*error_r = mem_printf("'%s': '%s' is not a host name or "
+					      "IP address", value, host_copy);
+			free(host_copy);
+			return -1;
+		}
+		set->relayhost_mx = !bracket && !is_ip;
+	}
+	free(set->relayhost);
+	free(set->relayhost_host);
+	set->relayhost = mem_strdup(value);
+	set->relayhost_host = host_copy;
+	set->relayhost_port = port;
+	return 0;
 }
 
 /* settings_parse_domains - a list of domain names, lowercased, duplicates
@@ -473,6 +640,20 @@ static struct settings *settings_create_defaults(const char *node)
 	set->imap_idle_poll_msecs = SETTINGS_DEFAULT_IMAP_IDLE_POLL_MSECS;
 	set->auth_failure_delay_msecs = SETTINGS_DEFAULT_AUTH_FAILURE_DELAY_MSECS;
 	set->auth_max_failures = SETTINGS_DEFAULT_AUTH_MAX_FAILURES;
+	set->smtp_hostname = settings_default_host_name();
+	set->smtp_max_message_size = SETTINGS_DEFAULT_SMTP_MAX_MESSAGE_SIZE;
+	set->smtp_max_recipients = SETTINGS_DEFAULT_SMTP_MAX_RECIPIENTS;
+	set->smtp_max_errors = SETTINGS_DEFAULT_SMTP_MAX_ERRORS;
+	set->smtp_client_timeout_msecs = SETTINGS_DEFAULT_SMTP_CLIENT_TIMEOUT_MSECS;
+	set->queue_tls = SETTINGS_QUEUE_TLS_MAY;
+	set->queue_retry_initial_msecs = SETTINGS_DEFAULT_QUEUE_RETRY_INITIAL_MSECS;
+	set->queue_retry_max_msecs = SETTINGS_DEFAULT_QUEUE_RETRY_MAX_MSECS;
+	set->queue_lifetime_msecs = SETTINGS_DEFAULT_QUEUE_LIFETIME_MSECS;
+	set->queue_delay_warning_msecs = SETTINGS_DEFAULT_QUEUE_DELAY_WARNING_MSECS;
+	set->queue_workers = SETTINGS_DEFAULT_QUEUE_WORKERS;
+	set->queue_destination_concurrency =
+		SETTINGS_DEFAULT_QUEUE_DESTINATION_CONCURRENCY;
+	set->queue_scan_interval_msecs = SETTINGS_DEFAULT_QUEUE_SCAN_INTERVAL_MSECS;
 	return set;
 }
 
@@ -502,6 +683,12 @@ void settings_free(struct settings **setp)
 	settings_listen_free(&set->metrics_listen);
 	free(set->mail_user);
 	free(set->trusted_networks);
+	free(set->smtp_hostname);
+	free(set->relayhost);
+	free(set->relayhost_host);
+	free(set->relayhost_user);
+	free(set->relayhost_password_file);
+	free(set->queue_tls_ca_file);
 	free(set);
 	*setp = NULL;
 }
@@ -717,6 +904,46 @@ static int settings_check_listeners(const struct settings_check *check,
 	return 0;
 }
 
+/* settings_check_queue - relay credentials come together, the retry
+   schedule makes sense */
+static int settings_check_queue(const struct settings_check *check,
+				const struct settings *set, char **error_r)
+{
+	if ((set->relayhost_user == NULL) != (set->relayhost_password_file == NULL)) {
+		*error_r = settings_error(check, set->relayhost_user == NULL ?
+					  "relayhost_password_file" : "relayhost_user",
+					  "relayhost_user and relayhost_password_file "
+					  "must be set together");
+		return -1;
+	}
+	if (set->relayhost_user != NULL && set->relayhost == NULL) {
+		*error_r = settings_error(check, "relayhost_user",
+					  "relayhost_user needs a relayhost");
+		return -1;
+	}
+	if (set->queue_retry_initial_msecs < 1000) {
+		*error_r = settings_error(check, "queue_retry_initial",
+					  "must be at least 1s");
+		return -1;
+	}
+	if (set->queue_retry_max_msecs < set->queue_retry_initial_msecs) {
+		*error_r = settings_error(check, "queue_retry_max",
+					  "must not be less than queue_retry_initial");
+		return -1;
+	}
+	if (set->queue_lifetime_msecs < 60 * 1000) {
+		*error_r = settings_error(check, "queue_lifetime",
+					  "must be at least 1m");
+		return -1;
+	}
+	if (set->queue_scan_interval_msecs < 100) {
+		*error_r = settings_error(check, "queue_scan_interval",
+					  "must be at least 100ms");
+		return -1;
+	}
+	return 0;
+}
+
 /* settings_build - the effective settings of one node, fully checked */
 static int settings_build(const struct config_file *file, const char *node,
 			  bool other_node, struct settings **set_r,
@@ -730,7 +957,8 @@ static int settings_build(const struct config_file *file, const char *node,
 	if (config_file_apply(file, node, set, error_r) < 0 ||
 	    settings_expand_paths(&check, set, error_r) < 0 ||
 	    settings_check_tls(&check, set, error_r) < 0 ||
-	    settings_check_listeners(&check, set, error_r) < 0) {
+	    settings_check_listeners(&check, set, error_r) < 0 ||
+	    settings_check_queue(&check, set, error_r) < 0) {
 		settings_free(&set);
 		return -1;
 	}
@@ -886,6 +1114,27 @@ bool settings_is_trusted(const struct settings *set,
 	return false;
 }
 
+/* settings_default_host_name - the host's whole name, lowercased */
+static char *settings_default_host_name(void)
+{
+	char name[HOST_NAME_MAX + 1];
+
+	if (gethostname(name, sizeof(name)) < 0)
+		return mem_strdup("localhost");
+	name[sizeof(name) - 1] = '\0';
+	str_lcase(name);
+	return mem_strdup(settings_domain_is_valid(name) ? name : "localhost");
+}
+
+bool settings_is_local_domain(const struct settings *set, const char *domain)
+{
+	for (size_t i = 0; i < set->local_domains.count; i++) {
+		if (strcasecmp(set->local_domains.items[i], domain) == 0)
+			return true;
+	}
+	return false;
+}
+
 char *settings_default_node_name(void)
 {
 	char name[HOST_NAME_MAX + 1];
@@ -951,6 +1200,8 @@ char *settings_restart_only_changes(const struct settings *old_set,
 	settings_note_change(&list, settings_str_differs(old_set->mail_user,
 							 new_set->mail_user), "mail_user");
 	settings_note_change(&list, old_set->workers != new_set->workers, "workers");
+	settings_note_change(&list, old_set->queue_workers != new_set->queue_workers,
+			     "queue_workers");
 	if (list.used == 0)
 		return NULL;
 	return buffer_export(&list, NULL);

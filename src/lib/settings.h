@@ -31,6 +31,14 @@ enum settings_lock_backend {
 };
 
 /* Protocol listeners, in the order of the listen_* keys. */
+/* Outbound TLS (queue_tls). */
+enum settings_queue_tls {
+	SETTINGS_QUEUE_TLS_NONE,	/* never STARTTLS */
+	SETTINGS_QUEUE_TLS_MAY,		/* default: STARTTLS when offered, any cert */
+	SETTINGS_QUEUE_TLS_ENCRYPT,	/* STARTTLS required, any cert */
+	SETTINGS_QUEUE_TLS_VERIFY,	/* STARTTLS required, cert and name checked */
+};
+
 enum settings_service {
 	SETTINGS_SERVICE_IMAP,
 	SETTINGS_SERVICE_IMAPS,
@@ -78,6 +86,32 @@ struct settings {
 	uint64_t auth_failure_delay_msecs; /* answer to a failed login; default 2s */
 	unsigned int auth_max_failures;	/* per client IP per 10 minutes; default 10,
 					   0 = no limit */
+
+	/* SMTP, submission, LMTP (doc/clustermail.conf.5 "SMTP") */
+	char *smtp_hostname;		/* owned; banner, EHLO, Received:, HELO out,
+					   DSN Reporting-MTA; default: the host's
+					   name (gethostname), lowercased */
+	uint64_t smtp_max_message_size;	/* bytes (SIZE); default 50M */
+	unsigned int smtp_max_recipients; /* per message; default 1000 */
+	unsigned int smtp_max_errors;	/* refused commands per session; default 20 */
+	uint64_t smtp_client_timeout_msecs; /* wait for a command/data; default 5m */
+
+	/* Outbound queue (doc/clustermail.conf.5 "QUEUE") */
+	char *relayhost;		/* owned; as written; NULL = MX delivery */
+	char *relayhost_host;		/* owned; host name or IP literal, no [] */
+	unsigned int relayhost_port;	/* default 25 */
+	bool relayhost_mx;		/* "host" (no []) with a name: MX lookup */
+	char *relayhost_user;		/* owned; NULL = no AUTH to the relayhost */
+	char *relayhost_password_file;	/* owned; the password (first line) */
+	enum settings_queue_tls queue_tls;	/* default may */
+	char *queue_tls_ca_file;	/* owned; NULL = the system's CA store */
+	uint64_t queue_retry_initial_msecs;	/* first retry; default 5m */
+	uint64_t queue_retry_max_msecs;	/* backoff cap; default 4000s */
+	uint64_t queue_lifetime_msecs;	/* then bounce; default 5d */
+	uint64_t queue_delay_warning_msecs; /* delay DSN after; default 4h, 0 = off */
+	unsigned int queue_workers;	/* deliveries at once per node; default 10 */
+	unsigned int queue_destination_concurrency; /* per destination per node; 5 */
+	uint64_t queue_scan_interval_msecs; /* queue rescan; default 10s */
 };
 
 /* Load and validate path for the given node (NULL = host short name).
@@ -96,6 +130,8 @@ const char *settings_service_key(enum settings_service service);
 const char *settings_service_name(enum settings_service service);
 /* Is the service implicit TLS (imaps, pop3s, submissions)? */
 bool settings_service_is_implicit_tls(enum settings_service service);
+/* Is domain (any case) one of local_domains? */
+bool settings_is_local_domain(const struct settings *set, const char *domain);
 const char *settings_lock_backend_name(enum settings_lock_backend backend);
 /* Is the peer on a trusted network (plaintext auth allowed)? */
 bool settings_is_trusted(const struct settings *set,
@@ -106,7 +142,7 @@ char *settings_default_node_name(void);
 /* For SIGHUP: names (comma-separated, caller frees) of keys that differ
    between old and new but only take effect at restart (listeners,
    spool_dir, node_name, lock_backend, mail_user, control_socket,
-   pid_file, metrics_listen, workers); NULL if none. */
+   pid_file, metrics_listen, workers, queue_workers); NULL if none. */
 char *settings_restart_only_changes(const struct settings *old_set,
 				    const struct settings *new_set);
 

@@ -100,11 +100,6 @@ int store_subscriptions_read(struct store_user *user, char ***names_r,
 			     size_t *count_r);
 void store_names_free(char **names, size_t count);
 
-/* quota.c: would adding bytes/messages exceed the limits? OK or
-   OVERQUOTA (error set). Reads the limits file and, only when a limit is
-   set, the usage. */
-int store_quota_check(struct store_user *user, uint64_t add_bytes,
-		      uint64_t add_messages);
 
 /* acl.c: ACL file of a mailbox directory ("clustermail.acl" inside it). */
 #define STORE_ACL_FILE "clustermail.acl"

@@ -162,6 +162,11 @@ struct store_quota {
 int store_quota_get(struct store_user *user, struct store_quota *quota_r);
 int store_quota_set(struct store_user *user, uint64_t storage_limit,
 		    uint64_t messages_limit);
+/* Would adding bytes/messages exceed the limits? OK or OVERQUOTA (error
+   set). Cheap without limits: reads the limits file and, only when a
+   limit is set, the usage. */
+int store_quota_check(struct store_user *user, uint64_t add_bytes,
+		      uint64_t add_messages);
 
 /* ---- ACL (RFC 4314) --------------------------------------------------- */
 
