@@ -15,6 +15,7 @@
  * Archive. An account that has one keeps what the user chose.
  */
 #include "lib/lib.h"
+#include "lib/base64.h"
 #include "lib/buffer.h"
 #include "lib/settings.h"
 #include "io/coro.h"
@@ -391,63 +392,6 @@ int cmd_login(struct imap_command *cmd)
 
 /* ---- AUTHENTICATE ---------------------------------------------------------- */
 
-/* auth_base64_decode - strict RFC 4648 base64; -1 on bad input */
-static int auth_base64_decode(const char *in, struct buffer *out)
-{
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t len = strlen(in);
-	uint32_t acc = 0;
-	unsigned int bits = 0, pad = 0;
-
-	if (len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		const char *pos;
-
-		if (in[i] == '=') {
-			if (i < len - 2)
-				return -1;
-			pad++;
-			continue;
-		}
-		if (pad > 0 || (pos = strchr(alphabet, in[i])) == NULL || in[i] == '\0')
-			return -1;
-		acc = (acc << 6) | (uint32_t)(pos - alphabet);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			(void)buffer_append_byte(out, (unsigned char)(acc >> bits));
-			acc &= (1U << bits) - 1;
-		}
-	}
-	return 0;
-}
-
-/* auth_base64_encode - RFC 4648 base64 of a string */
-static void auth_base64_encode(const char *in, struct buffer *out)
-{
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t len = strlen(in);
-	const unsigned char *p = (const unsigned char *)in;
-
-	for (size_t i = 0; i < len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16;
-
-		if (i + 1 < len)
-			v |= (uint32_t)p[i + 1] << 8;
-		if (i + 2 < len)
-			v |= p[i + 2];
-		(void)buffer_append_byte(out, (unsigned char)alphabet[(v >> 18) & 63]);
-		(void)buffer_append_byte(out, (unsigned char)alphabet[(v >> 12) & 63]);
-		(void)buffer_append_byte(out, i + 1 < len ?
-					 (unsigned char)alphabet[(v >> 6) & 63] : '=');
-		(void)buffer_append_byte(out, i + 2 < len ?
-					 (unsigned char)alphabet[v & 63] : '=');
-	}
-}
-
 enum auth_step {
 	AUTH_STEP_OK,		/* decoded into *out */
 	AUTH_STEP_CANCEL,	/* "*" */
@@ -463,11 +407,12 @@ static enum auth_step auth_response(struct imap_command *cmd,
 {
 	const char *line = initial;
 	struct buffer b64;
+	size_t len;
 
 	buffer_reset(out);
 	if (line == NULL) {
 		buffer_init(&b64, 0);
-		auth_base64_encode(challenge, &b64);
+		base64_encode(challenge, strlen(challenge), &b64);
 		line = imap_client_continue(cmd->client, buffer_cstr(&b64));
 		buffer_clear(&b64);
 		if (line == NULL)
@@ -477,7 +422,8 @@ static enum auth_step auth_response(struct imap_command *cmd,
 		return AUTH_STEP_CANCEL;
 	if (strcmp(line, "=") == 0)
 		return AUTH_STEP_OK;	/* empty initial response */
-	if (strlen(line) > AUTH_RESPONSE_MAX || auth_base64_decode(line, out) < 0)
+	len = strlen(line);
+	if (len > AUTH_RESPONSE_MAX || base64_decode(line, len, out) < 0)
 		return AUTH_STEP_BAD;
 	return AUTH_STEP_OK;
 }

@@ -25,13 +25,13 @@
  * is then removed). A session that ends any other way removes nothing.
  */
 #include "lib/lib.h"
+#include "lib/base64.h"
 #include "lib/buffer.h"
 #include "lib/settings.h"
-#include "io/coro.h"
-#include "io/ioloop.h"
 #include "auth/authdb.h"
 #include "maildir/sio.h"
 #include "maildir/store.h"
+#include "protocols/linesession.h"
 #include "pop3-private.h"
 
 #include <errno.h>
@@ -52,12 +52,9 @@ struct pop3_command_def {
 	int (*handler)(struct pop3_client *client, const char *args);
 };
 
-/* ---- blocking pool and delays ------------------------------------------- */
+/* ---- blocking pool ------------------------------------------------------ */
 
 struct auth_job {
-	struct io_request req;
-	struct coro *coro;
-	bool done;
 	const char *users_file, *address, *password;
 	enum authdb_result result;
 	char *user;
@@ -72,32 +69,6 @@ static int auth_job_work(void *arg)
 	job->result = authdb_verify(job->users_file, job->address,
 				    job->password, &job->user, &job->reason);
 	return 0;
-}
-
-/* auth_job_done - back on the loop: continue the session */
-static void auth_job_done(struct io_request *req, int result ATTR_UNUSED)
-{
-	struct auth_job *job = req->context;
-
-	job->done = true;
-	coro_resume(job->coro);
-}
-
-/* auth_wait - run work on the pool (or sleep msecs) from the coroutine */
-static void auth_wait(struct auth_job *job, int (*work)(void *arg),
-		      uint64_t msecs)
-{
-	struct ioloop *loop = coro_get_loop(coro_current());
-
-	job->coro = coro_current();
-	job->done = false;
-	io_request_init(&job->req, auth_job_done, job);
-	if (work != NULL)
-		ioloop_run_blocking(loop, &job->req, work, job);
-	else
-		io_timeout(loop, &job->req, msecs);
-	while (!job->done)
-		coro_yield();
 }
 
 /* ---- login -------------------------------------------------------------------- */
@@ -145,13 +116,12 @@ static int login_open_store(struct pop3_client *client, const char *user)
 static int login_failed(struct pop3_client *client, const char *address,
 			const char *mech, const char *reason)
 {
-	struct auth_job delay = { .reason = NULL };
-
 	log_id_info(client->id, "login failed: user=%s ip=%s mech=%s: %s",
 		    address, client->peer_ip, mech, reason);
 	authdb_ip_failed(client->peer_ip);
-	if (client->set->auth_failure_delay_msecs > 0)
-		auth_wait(&delay, NULL, client->set->auth_failure_delay_msecs);
+	if (client->set->auth_failure_delay_msecs > 0 &&
+	    linesession_sleep(client->ls, client->set->auth_failure_delay_msecs) < 0)
+		return -1;
 	return pop3_client_reply(client, "-ERR [AUTH] Authentication failed") < 0 ? -1 : 0;
 }
 
@@ -168,14 +138,16 @@ static int login(struct pop3_client *client, const char *address,
 	if (authdb_ip_blocked(client->peer_ip, client->set->auth_max_failures)) {
 		log_id_info(client->id, "login refused: ip=%s: too many failures",
 			    client->peer_ip);
-		if (client->set->auth_failure_delay_msecs > 0)
-			auth_wait(&job, NULL, client->set->auth_failure_delay_msecs);
+		if (client->set->auth_failure_delay_msecs > 0 &&
+		    linesession_sleep(client->ls,
+				      client->set->auth_failure_delay_msecs) < 0)
+			return -1;
 		return pop3_client_reply(client, "-ERR [SYS/TEMP] Too many failed "
 					 "logins; try again later") < 0 ? -1 : 0;
 	}
 	if (password[0] == '\0' || strlen(password) > POP3_PASSWORD_MAX)
 		return login_failed(client, address, mech, "unusable password");
-	auth_wait(&job, auth_job_work, 0);
+	linesession_run_blocking(client->ls, auth_job_work, &job);
 	if (job.result == AUTHDB_TEMPFAIL) {
 		log_id_error(client->id, "login: user=%s ip=%s: %s", address,
 			     client->peer_ip, job.reason);
@@ -237,82 +209,41 @@ static int cmd_pass(struct pop3_client *client, const char *args)
 	return ret < 0 ? -1 : 1;
 }
 
-/* base64_decode - strict RFC 4648 base64 into out; -1 on bad input */
-static int base64_decode(const char *in, struct buffer *out)
-{
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t len = strlen(in);
-	uint32_t acc = 0;
-	unsigned int bits = 0, pad = 0;
-
-	if (len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		const char *pos;
-
-		if (in[i] == '=') {
-			if (i < len - 2)
-				return -1;
-			pad++;
-			continue;
-		}
-		if (pad > 0 || (pos = strchr(alphabet, in[i])) == NULL)
-			return -1;
-		acc = (acc << 6) | (uint32_t)(pos - alphabet);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			(void)buffer_append_byte(out, (unsigned char)(acc >> bits));
-		}
-	}
-	return 0;
-}
-
-/* auth_plain_response - check a decoded PLAIN message and log in */
+/* auth_plain_response - decode a PLAIN message (RFC 4616) and log in */
 static int auth_plain_response(struct pop3_client *client, const char *b64)
 {
 	struct buffer dec;
 	const char *authz, *authc, *pass;
-	size_t n1, n2;
 	int ret;
 
 	buffer_init(&dec, 0);
-	if ((strcmp(b64, "=") != 0 && base64_decode(b64, &dec) < 0)) {
+	if (strcmp(b64, "=") != 0 && base64_decode(b64, strlen(b64), &dec) < 0) {
 		buffer_clear(&dec);
 		return pop3_client_reply(client, "-ERR Invalid base64") < 0 ? -1 : 0;
 	}
 	(void)buffer_append_byte(&dec, '\0');
-	authz = (const char *)dec.data;
-	n1 = strlen(authz);
-	authc = n1 + 1 < dec.used ? authz + n1 + 1 : NULL;
-	n2 = authc != NULL ? strlen(authc) : 0;
-	pass = authc != NULL && (size_t)(authc - authz) + n2 + 1 < dec.used ?
-		authc + n2 + 1 : NULL;
-	if (pass == NULL || *authc == '\0' ||
-	    (size_t)(pass - authz) + strlen(pass) + 1 != dec.used) {
+	if (sasl_plain_split((char *)dec.data, dec.used - 1, &authz, &authc,
+			     &pass) < 0) {
 		buffer_clear(&dec);
 		return pop3_client_reply(client, "-ERR Invalid PLAIN response") < 0 ? -1 : 0;
 	}
-	if (*authz != '\0' && strcasecmp(authz, authc) != 0) {
+	if (*authz != '\0' && strcasecmp(authz, authc) != 0)
 		ret = login_failed(client, authc, "PLAIN", "authorization identity differs");
-		buffer_clear(&dec);
-		return ret;
-	}
-	ret = login(client, authc, pass, "PLAIN");
+	else
+		ret = login(client, authc, pass, "PLAIN") < 0 ? -1 : 1;
+	explicit_bzero(dec.data, dec.used);
 	buffer_clear(&dec);
-	return ret < 0 ? -1 : 1;
+	return ret;
 }
 
 static int cmd_auth(struct pop3_client *client, const char *args)
 {
-	char mech[32], initial[POP3_LINE_MAX + 1];
+	char mech[32];
 	const char *line;
 	int n = 0, ret;
 
 	if (args == NULL || *args == '\0')
 		return pop3_client_reply(client, "+OK\r\nPLAIN\r\n.") < 0 ? -1 : 1;
-	initial[0] = '\0';
 	if (sscanf(args, "%31s%n", mech, &n) != 1)
 		return pop3_client_reply(client, "-ERR Syntax error") < 0 ? -1 : 0;
 	if (strcasecmp(mech, "PLAIN") != 0)
@@ -320,10 +251,10 @@ static int cmd_auth(struct pop3_client *client, const char *args)
 	ret = login_refused_plaintext(client);
 	if (ret != 0)
 		return ret < 0 ? -1 : 0;
-	if (args[n] == ' ') {
-		snprintf(initial, sizeof(initial), "%s", args + n + 1);
-		return auth_plain_response(client, initial);
-	}
+	/* The response is used before anything else is read, so the
+	   engine's line buffer may hold it meanwhile. */
+	if (args[n] == ' ')
+		return auth_plain_response(client, args + n + 1);
 	if (args[n] != '\0')
 		return pop3_client_reply(client, "-ERR Syntax error") < 0 ? -1 : 0;
 	if (pop3_client_reply(client, "+ ") < 0)
@@ -335,13 +266,7 @@ static int cmd_auth(struct pop3_client *client, const char *args)
 		return pop3_client_reply(client, "-ERR Response too long") < 0 ? -1 : 0;
 	if (strcmp(line, "*") == 0)
 		return pop3_client_reply(client, "-ERR Authentication cancelled") < 0 ? -1 : 1;
-	{
-		char *copy = mem_strdup(line);
-
-		ret = auth_plain_response(client, copy);
-		free(copy);
-	}
-	return ret;
+	return auth_plain_response(client, line);
 }
 
 static int cmd_capa(struct pop3_client *client, const char *args ATTR_UNUSED)

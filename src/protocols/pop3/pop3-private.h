@@ -1,8 +1,8 @@
 #ifndef CM_POP3_PRIVATE_H
 #define CM_POP3_PRIVATE_H
 /*
- * pop3-private - the session struct shared by the engine (pop3-session.c:
- * coroutine, input, output, waits, teardown) and the commands
+ * pop3-private - the client struct shared by the session (pop3-session.c:
+ * POP3 on top of the line-session engine, linesession.h) and the commands
  * (pop3-commands.c).
  *
  * The maildrop snapshot: at login INBOX is synced once and its records
@@ -19,7 +19,7 @@
 
 #include "lib/buffer.h"
 
-struct connection;
+struct linesession;
 struct mailbox;
 struct settings;
 struct store;
@@ -49,7 +49,7 @@ struct pop3_message {
 };
 
 struct pop3_client {
-	struct connection *conn;	/* owned by the session */
+	struct linesession *ls;		/* the engine; set when run() starts */
 	const struct settings *set;	/* borrowed */
 	struct tls_context *tls;	/* borrowed; NULL: no TLS configured */
 	struct store *store;		/* borrowed; NULL: spool unavailable */
@@ -68,7 +68,7 @@ struct pop3_client {
 	uint32_t msg_count;
 };
 
-/* ---- engine (pop3-session.c) ------------------------------------------ */
+/* ---- session (pop3-session.c) ----------------------------------------- */
 /* Raw output; yields while the output buffer is full. 0, or -1 dead. */
 int pop3_client_write(struct pop3_client *client, const void *data,
 		      size_t len);
@@ -78,10 +78,10 @@ int pop3_client_reply(struct pop3_client *client, const char *fmt, ...)
 /* Write the line and close the connection; returns -1. */
 int pop3_client_close(struct pop3_client *client, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Read one line (CRLF stripped, NUL-terminated, owned by the session
-   until the next read). Returns 1, 0 when it was longer than max (it was
-   discarded), -1 when the session ends (connection gone, autologout,
-   drain). */
+/* Read one line (CRLF or a bare LF stripped, NUL-terminated, owned by
+   the session until the next read). Returns 1, 0 when it was longer than
+   max octets with its line end (it was discarded), -1 when the session
+   ends (connection gone, autologout, drain). */
 int pop3_client_read_line(struct pop3_client *client, size_t max,
 			  const char **line_r);
 /* STLS: begin TLS after the output written so far. 0 or -1. */
