@@ -46,5 +46,7 @@ int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
 int cmd_index(struct ctl *ctl, int argc, char **argv);
 int cmd_quota(struct ctl *ctl, int argc, char **argv);
 int cmd_acl(struct ctl *ctl, int argc, char **argv);
+/* The outbound queue on the shared spool (cmd-queue.c). */
+int cmd_queue(struct ctl *ctl, int argc, char **argv);
 
 #endif

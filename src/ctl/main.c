@@ -35,6 +35,8 @@ static const struct ctl_command ctl_commands[] = {
 	{ "index", cmd_index, true, "check or rebuild mailbox metadata" },
 	{ "quota", cmd_quota, true, "show or set a user's quota" },
 	{ "acl", cmd_acl, true, "show, set, delete mailbox ACL entries" },
+	{ "queue", cmd_queue, true,
+	  "list, show, flush, delete, hold, release, inject queued mail" },
 };
 
 void ctl_error(const char *fmt, ...)

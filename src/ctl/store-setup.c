@@ -225,6 +225,32 @@ int store_setup_open(struct ctl *ctl, const char *address,
 	return CTL_EXIT_OK;
 }
 
+int store_setup_open_spool(struct ctl *ctl, struct store_setup **setup_r)
+{
+	struct store_setup *setup = mem_zalloc(sizeof(*setup));
+	bool dlm = ctl->set->lock_backend == SETTINGS_LOCK_DLM;
+	int ret = CTL_EXIT_OK;
+
+	setup->ctl = ctl;
+	*setup_r = NULL;
+	/* The same order as store_setup_open(), for the same reasons. */
+	if (dlm)
+		ret = store_setup_start_locks(setup);
+	if (ret == CTL_EXIT_OK)
+		ret = store_setup_become_mail_user(setup);
+	if (ret == CTL_EXIT_OK)
+		ret = store_setup_check_spool(setup);
+	if (ret == CTL_EXIT_OK && !dlm)
+		ret = store_setup_start_locks(setup);
+	if (ret != CTL_EXIT_OK) {
+		store_setup_close(&setup);
+		return ret;
+	}
+	setup->sio = sio_create_sync(setup->loop);
+	*setup_r = setup;
+	return CTL_EXIT_OK;
+}
+
 /* store_setup_tick_done - end of one slice of store_setup_drain() */
 static void store_setup_tick_done(struct io_request *req,
 				  int result ATTR_UNUSED)

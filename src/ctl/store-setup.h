@@ -66,6 +66,10 @@ struct store_setup {
    or an exit code (the error has been printed) with *setup_r NULL. */
 int store_setup_open(struct ctl *ctl, const char *address,
 		     unsigned int flags, struct store_setup **setup_r);
+/* The spool without a user (the queue commands): steps 2 to 4 above
+   except the store; setup->address, store and user stay NULL. Returns
+   CTL_EXIT_OK with *setup_r set, or an exit code (printed). */
+int store_setup_open_spool(struct ctl *ctl, struct store_setup **setup_r);
 /* Close the user, the store, the locks and the loop in the right order;
    sets *setup = NULL. NULL is allowed. */
 void store_setup_close(struct store_setup **setup);

@@ -28,6 +28,8 @@
 #include "io/tls.h"
 #include "lock/lock.h"
 #include "maildir/store.h"
+#include "queue/queue.h"
+#include "queue/runner.h"
 #include "daemon.h"
 
 #include <fcntl.h>
@@ -60,6 +62,13 @@ struct main_state {
 	   spool or the lock backend was unavailable at start. */
 	struct lock_client *locks;
 	struct store *store;
+	/* The outbound queue on the same spool and lock client, and whether
+	   its runner threads run; both set up with the store. */
+	struct queue *queue;
+	bool runner_started;
+	pthread_t runner_stop_thread;
+	bool runner_stopping;
+	atomic_bool runner_stopped;
 	char *store_spool_dir;		/* spool_dir at start (restart-only) */
 	int listen_fds[SETTINGS_SERVICE_COUNT];
 	int metrics_fd, control_fd, pid_fd, ready_fd;
@@ -85,6 +94,7 @@ time_t daemon_start_time(void) { return main_state.start_time; }
 bool daemon_is_draining(void) { return atomic_load(&main_state.draining); }
 const char *daemon_node_name(void) { return main_state.node_name; }
 static pthread_mutex_t main_store_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uintptr_t main_queue_ready;	/* the queue once it exists */
 static atomic_uintptr_t main_store_ready;	/* the store once it exists */
 static uint64_t main_store_retry_msecs;		/* next retry (under lock) */
 static void main_store_setup(const struct settings *set);
@@ -395,6 +405,53 @@ static void main_close_listeners(void)
 
 static void main_close_store(void);
 
+/* main_runner_stop_thread - runner_stop() joins threads that may be in
+   the middle of an SMTP transaction: not on the main loop, which must
+   keep serving lock dispatches and signals meanwhile */
+static void *main_runner_stop_main(void *context ATTR_UNUSED)
+{
+	runner_stop();
+	atomic_store(&main_state.runner_stopped, true);
+	return NULL;
+}
+
+/* main_runner_stop_begin - at drain: no new deliveries (main loop) */
+static void main_runner_stop_begin(void)
+{
+	int ret;
+
+	pthread_mutex_lock(&main_store_lock);
+	if (!main_state.runner_started || main_state.runner_stopping) {
+		pthread_mutex_unlock(&main_store_lock);
+		return;
+	}
+	main_state.runner_stopping = true;
+	pthread_mutex_unlock(&main_store_lock);
+	ret = pthread_create(&main_state.runner_stop_thread, NULL,
+			     main_runner_stop_main, NULL);
+	if (ret != 0) {
+		log_warn("queue runner: stop thread: %s; stopping inline",
+			 strerror(ret));
+		runner_stop();
+		atomic_store(&main_state.runner_stopped, true);
+		main_state.runner_stopping = false;
+	}
+}
+
+/* main_runner_stop_done - the runner is gone (or never ran) */
+static bool main_runner_stop_done(void)
+{
+	if (!main_state.runner_started)
+		return true;
+	if (!atomic_load(&main_state.runner_stopped))
+		return false;
+	if (main_state.runner_stopping) {
+		pthread_join(main_state.runner_stop_thread, NULL);
+		main_state.runner_stopping = false;
+	}
+	return true;
+}
+
 /* main_drain_check - drive the shutdown to its end, one step per tick */
 static void main_drain_check(struct io_request *req, int result)
 {
@@ -407,7 +464,8 @@ static void main_drain_check(struct io_request *req, int result)
 		workers_abort();
 		main_state.aborted = true;
 	}
-	if (workers_running() == 0 && !main_state.stopping) {
+	if (workers_running() == 0 && !main_state.stopping &&
+	    main_runner_stop_done()) {
 		/* Workers are gone: now stop the main loop's own services. */
 		workers_join();
 		main_close_store();
@@ -447,6 +505,7 @@ static void main_drain(int signo)
 	daemon_config_put(&config);
 	atomic_store(&main_state.draining, true);
 	workers_drain();
+	main_runner_stop_begin();
 	io_timeout(main_state.loop, &main_state.drain_timer, 0);
 }
 
@@ -591,8 +650,59 @@ static void main_open_store(const struct settings *set)
 		log_error("cannot open the mail store in %s", set->spool_dir);
 }
 
-/* main_store_setup - locks (unless dlm, done as root) and store; the
-   store is published for daemon_store() */
+/* main_runner_config_get - the runner's view of daemon_config_get() */
+static const struct settings *main_runner_config_get(void **ref_r)
+{
+	struct daemon_config *config = daemon_config_get();
+
+	*ref_r = config;
+	return config->set;
+}
+
+static void main_runner_config_put(void *ref)
+{
+	struct daemon_config *config = ref;
+
+	daemon_config_put(&config);
+}
+
+/* main_open_queue - the outbound queue on the store's spool and its
+   runner (store lock held; after the privilege drop: the queue's
+   directories belong to mail_user) */
+static void main_open_queue(const struct settings *set)
+{
+	struct queue_settings queue_set = {
+		.spool_dir = set->spool_dir,
+		.node_name = set->node_name,
+		.locks = main_state.locks,
+	};
+	struct runner_settings runner_set = {
+		.store = main_state.store,
+		.locks = main_state.locks,
+		.config_get = main_runner_config_get,
+		.config_put = main_runner_config_put,
+	};
+	char *error;
+
+	if (main_state.store == NULL || main_state.queue != NULL ||
+	    daemon_is_draining())
+		return;
+	main_state.queue = queue_create(&queue_set, &error);
+	if (main_state.queue == NULL) {
+		log_error("outbound queue: %s; remote recipients are refused "
+			  "until a restart", error);
+		free(error);
+		return;
+	}
+	runner_set.queue = main_state.queue;
+	if (runner_start(&runner_set) == 0)
+		main_state.runner_started = true;
+	atomic_store(&main_queue_ready, (uintptr_t)main_state.queue);
+}
+
+/* main_store_setup - locks (unless dlm, done as root), store and queue;
+   the store is published for daemon_store(), the queue for
+   daemon_queue() */
 static void main_store_setup(const struct settings *set)
 {
 	if (main_state.locks == NULL && set->lock_backend != SETTINGS_LOCK_DLM)
@@ -600,6 +710,19 @@ static void main_store_setup(const struct settings *set)
 	main_open_store(set);
 	if (main_state.store != NULL)
 		atomic_store(&main_store_ready, (uintptr_t)main_state.store);
+	main_open_queue(set);
+}
+
+struct queue *daemon_queue(void)
+{
+	struct queue *queue = (struct queue *)atomic_load(&main_queue_ready);
+
+	if (queue != NULL || daemon_is_draining())
+		return queue;
+	/* Same late start as the store (the spool was not mounted). */
+	if (daemon_store() == NULL)
+		return NULL;
+	return (struct queue *)atomic_load(&main_queue_ready);
 }
 
 struct store *daemon_store(void)
@@ -632,7 +755,11 @@ static void main_close_store(void)
 {
 	pthread_mutex_lock(&main_store_lock);
 	atomic_store(&main_store_ready, (uintptr_t)0);
+	atomic_store(&main_queue_ready, (uintptr_t)0);
 	pthread_mutex_unlock(&main_store_lock);
+	/* The runner was stopped by the drain (main_runner_stop_done()). */
+	if (main_state.queue != NULL)
+		queue_destroy(&main_state.queue);
 	if (main_state.store != NULL)
 		store_destroy(&main_state.store);
 	if (main_state.locks != NULL)

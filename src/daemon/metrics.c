@@ -9,6 +9,7 @@
 #include "lib/buffer.h"
 #include "io/ioloop.h"
 #include "lock/lock.h"
+#include "queue/runner.h"
 #include "maildir/sio.h"
 #include "daemon.h"
 
@@ -173,6 +174,31 @@ static void metrics_store(struct buffer *out)
 		       "Spool calls made as plain system calls.", sio.sync_ops);
 }
 
+/* metrics_queue - this node's queue runner */
+static void metrics_queue(struct buffer *out)
+{
+	struct runner_stats st;
+
+	runner_get_stats(&st);
+	metrics_scalar(out, "clustermail_queue_delivered_total", "counter",
+		       "Queued recipients delivered (local or next hop) by this node.",
+		       st.delivered);
+	metrics_scalar(out, "clustermail_queue_deferred_total", "counter",
+		       "Delivery attempts of queued recipients that failed temporarily.",
+		       st.deferred);
+	metrics_scalar(out, "clustermail_queue_bounced_total", "counter",
+		       "Queued recipients that failed permanently or expired.",
+		       st.bounced);
+	metrics_scalar(out, "clustermail_queue_dsn_total", "counter",
+		       "Delivery status notifications queued by this node.",
+		       st.dsn_sent);
+	metrics_scalar(out, "clustermail_queue_active", "gauge",
+		       "Queued messages this node is delivering now.", st.active);
+	metrics_scalar(out, "clustermail_queue_messages", "gauge",
+		       "Messages in the cluster-wide queue at the last scan.",
+		       st.queued);
+}
+
 void metrics_format(struct buffer *out)
 {
 	struct ioloop_stats io;
@@ -218,4 +244,5 @@ void metrics_format(struct buffer *out)
 	metrics_scalar(out, "clustermail_io_blocking_jobs_total", "counter",
 		       "Blocking calls run on the pool.", io.blocking_jobs);
 	metrics_store(out);
+	metrics_queue(out);
 }
