@@ -106,5 +106,9 @@ const char *daemon_node_name(void);
    [UNAVAILABLE] and the log says why). */
 struct store;
 struct store *daemon_store(void);
+/* The cluster-wide outbound queue (main.c), or NULL when unavailable
+   (submission then refuses remote recipients with 451). */
+struct queue;
+struct queue *daemon_queue(void);
 
 #endif

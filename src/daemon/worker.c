@@ -18,6 +18,7 @@
 #include "maildir/sio.h"
 #include "protocols/imap/imap.h"
 #include "protocols/pop3/pop3.h"
+#include "protocols/smtp/smtp.h"
 #include "daemon.h"
 
 #include <pthread.h>
@@ -85,6 +86,7 @@ static void worker_drain_check(struct io_request *req, int result)
 	   callbacks must have run before the loop goes away. */
 	if (ioloop_pending_count(worker->loop) == 0 && connection_count() == 0 &&
 	    imap_session_count() == 0 && pop3_session_count() == 0 &&
+	    smtp_session_count() == 0 &&
 	    coro_live_count() == 0) {
 		ioloop_stop(worker->loop);
 		return;
@@ -104,6 +106,7 @@ static void worker_drain(void *context)
 		acceptor_stop(&worker->listeners[i].acceptor, worker_accept_stopped);
 	imap_sessions_shutdown();
 	pop3_sessions_shutdown();
+	smtp_sessions_shutdown();
 	io_timeout(worker->loop, &worker->drain_timer, WORKER_DRAIN_CHECK_MSECS);
 }
 

@@ -37,3 +37,13 @@ def imap_daemon(workdir):
     d = imaptest.start_daemon(workdir)
     yield d
     d.stop()
+
+
+@pytest.fixture
+def smtp_daemon(workdir):
+    """A running clustermaild with SMTP, submission(s), LMTP, IMAP and POP3
+    on loopback and the users smtptest.ALICE and smtptest.BOB."""
+    import smtptest
+    d = smtptest.start_daemon(workdir)
+    yield d
+    d.stop()
