@@ -82,6 +82,11 @@ demo_start() {
 		tail -n 20 "$demo/demo1.log" >&2
 		exit 1
 	}
+	# A first message, over SMTP like any other, so the mailbox is not empty.
+	printf 'From: <welcome@example.org>\r\nSubject: Welcome to clustermail\r\n\r\nThis message came in over SMTP.\r\n' |
+		curl -s smtp://127.0.0.1:10025 --mail-from welcome@example.org \
+			--mail-rcpt demo@example.com -T - ||
+		echo "demo: could not send the welcome message over SMTP" >&2
 	cat <<MSG
 
 clustermail demo is running (node demo1, log: $demo/demo1.log)
@@ -94,7 +99,13 @@ clustermail demo is running (node demo1, log: $demo/demo1.log)
                e.g. mutt -f imap://demo%40example.com@127.0.0.1:10143/)
   deliver:     printf 'Subject: hi\\n\\nhello\\n' | $ctl -c $conf --node demo1 deliver demo@example.com
   POP3:        curl --user demo@example.com:demo pop3://127.0.0.1:10110/   (STLS; POP3S on 10995)
-  SMTP/LMTP:   not implemented yet: those listeners answer so and close
+  SMTP in:     printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | curl smtp://127.0.0.1:10025 \\
+                 --mail-from someone@example.org --mail-rcpt demo@example.com -T -
+  LMTP:        port 10024 (e.g. Postfix: virtual_transport = lmtp:inet:127.0.0.1:10024)
+  submission:  swaks --server 127.0.0.1:10587 --tls --auth PLAIN --au demo@example.com \\
+                 --ap demo --from demo@example.com --to demo@example.com
+               (implicit TLS on 10465; mail for other domains is queued:
+               $ctl -c $conf --node demo1 queue list)
   stop:        $top/scripts/demo.sh stop
 MSG
 }

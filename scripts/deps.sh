@@ -12,6 +12,8 @@ libdlm-dev libcpg-dev check
 python3 python3-pytest
 openssl curl ca-certificates groff-base man-db procps iproute2
 isync offlineimap3 mutt fetchmail
+postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
+python3-aiosmtpd
 "
 
 missing=""
@@ -28,6 +30,10 @@ if [ -n "$missing" ]; then
 	fi
 	echo "deps.sh: installing:$missing"
 	export DEBIAN_FRONTEND=noninteractive
+	# Postfix is a test peer (smtp-source, smtp-sink, a private relay
+	# instance): install it without configuring a system MTA.
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		debconf-set-selections
 	apt-get update -q
 	# shellcheck disable=SC2086
 	apt-get install -y -q --no-install-recommends $missing
