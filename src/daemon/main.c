@@ -30,6 +30,7 @@
 #include "maildir/store.h"
 #include "queue/queue.h"
 #include "queue/runner.h"
+#include "queue/transport.h"
 #include "daemon.h"
 
 #include <fcntl.h>
@@ -457,11 +458,14 @@ static void main_drain_check(struct io_request *req, int result)
 {
 	if (workers_accepting() == 0)
 		main_close_listeners();
-	if (!main_state.aborted && workers_running() > 0 &&
+	if (!main_state.aborted &&
+	    (workers_running() > 0 || !main_runner_stop_done()) &&
 	    ioloop_now_msecs() >= main_state.drain_deadline) {
 		log_warn("shutdown_timeout reached: closing %u remaining connections",
 			 metrics_connections_total_current());
 		workers_abort();
+		/* Outbound transactions end too; their mail stays queued. */
+		transport_abort_all();
 		main_state.aborted = true;
 	}
 	if (workers_running() == 0 && !main_state.stopping &&

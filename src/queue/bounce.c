@@ -83,13 +83,13 @@ static const char *bounce_subject(enum bounce_kind kind)
 {
 	switch (kind) {
 	case BOUNCE_FAILED:
-		return "Undelivered Mail Returned to Sender";
+		return "Delivery failed: your message was not delivered";
 	case BOUNCE_DELAYED:
-		return "Delayed Mail (still being retried)";
+		return "Delivery delayed: your message is still queued";
 	case BOUNCE_DELIVERED:
-		return "Successful Mail Delivery Report";
+		return "Delivery report: your message was delivered";
 	}
-	return "Mail Delivery Report";
+	return "Delivery report";
 }
 
 /* bounce_action - the Action: value of one recipient */
@@ -151,8 +151,8 @@ static void bounce_headers(struct buffer *out, const struct settings *set,
 	buffer_printf(out, "Content-Transfer-Encoding: %s\r\n",
 		      global || env->body_8bit ? "8bit" : "7bit");
 	buffer_append_str(out, "\r\n");
-	buffer_append_str(out, "This is a MIME-encapsulated delivery status "
-			  "notification.\r\n\r\n");
+	buffer_append_str(out, "A delivery report in MIME format "
+			  "(RFC 3464).\r\n\r\n");
 }
 
 /* bounce_human - the text/plain part */
@@ -165,7 +165,7 @@ static void bounce_human(struct buffer *out, const struct settings *set,
 	buffer_append_str(out, "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Description: Notification\r\n"
 			  "Content-Transfer-Encoding: 8bit\r\n\r\n");
-	buffer_printf(out, "This is the mail system at host %s.\r\n\r\n",
+	buffer_printf(out, "Report from the clustermail server %s.\r\n\r\n",
 		      set->smtp_hostname);
 	switch (kind) {
 	case BOUNCE_FAILED:

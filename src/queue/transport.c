@@ -49,6 +49,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <resolv.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -396,7 +397,19 @@ static enum dns_result dns_lookup_mx(const char *domain, struct mx_host *hosts,
 
 /* ---- connection I/O ---------------------------------------------------- */
 
-/* conn_wait - poll for events until deadline; 0 or -ETIMEDOUT/-errno */
+/* Set by transport_abort_all(): every wait ends at once. */
+static atomic_bool transport_aborting;
+
+void transport_abort_all(void)
+{
+	atomic_store(&transport_aborting, true);
+}
+
+/* Waits are cut into slices this long to notice an abort. */
+#define TRANSPORT_ABORT_CHECK_MSECS 200
+
+/* conn_wait - poll for events until deadline; 0 or
+   -ETIMEDOUT/-ECANCELED/-errno */
 static int conn_wait(struct smtp_conn *c, short events, int64_t deadline)
 {
 	for (;;) {
@@ -404,14 +417,16 @@ static int conn_wait(struct smtp_conn *c, short events, int64_t deadline)
 		struct pollfd pfd = { .fd = c->fd, .events = events };
 		int ret;
 
+		if (atomic_load(&transport_aborting))
+			return -ECANCELED;
 		if (left <= 0)
 			return -ETIMEDOUT;
-		ret = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (left > TRANSPORT_ABORT_CHECK_MSECS)
+			left = TRANSPORT_ABORT_CHECK_MSECS;
+		ret = poll(&pfd, 1, (int)left);
 		if (ret > 0)
 			return 0;	/* errors show up in the next call */
-		if (ret == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
+		if (ret < 0 && errno != EINTR)
 			return -errno;
 	}
 }
@@ -1668,7 +1683,8 @@ static void delivery_log_results(const struct delivery *d)
 	for (size_t i = 0; i < d->count; i++) {
 		const struct transport_rcpt *r = &d->rcpts[i];
 
-		log_id_info(d->log_id, "to=<%s> relay=%s status=%s %s (%s)",
+		/* The runner logs the result line; this one is for debugging. */
+		log_id_debug(d->log_id, "to=<%s> relay=%s status=%s %s (%s)",
 			    r->address, r->remote_mta != NULL ?
 			    r->remote_mta : "none", r->status,
 			    transport_result_name(r->result),

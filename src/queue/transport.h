@@ -81,6 +81,11 @@ struct transport_message {
 unsigned int transport_deliver(const struct settings *set, const char *domain,
 			       const struct transport_message *msg,
 			       struct transport_rcpt *rcpts, size_t count);
+/* Server shutdown past its deadline: every transaction in progress, in
+   any thread, ends at its next wait as a temporary failure (4.4.2, so
+   the message is retried, possibly by another node). Irreversible. */
+void transport_abort_all(void);
+
 /* Free the out strings of rcpts. */
 void transport_rcpts_clear(struct transport_rcpt *rcpts, size_t count);
 

@@ -7,7 +7,6 @@ and a look into a user's INBOX on the spool.
             s.sendmail(...)
         msgs = smtptest.inbox(smtp_daemon, smtptest.ALICE)
 """
-import mailbox
 import os
 import smtplib
 import socket
@@ -92,15 +91,19 @@ def maildir_path(daemon, user, folder=None):
 def inbox(daemon, user):
     """The messages in user's INBOX (new/ and cur/), as bytes, oldest first."""
     path = maildir_path(daemon, user)
-    if not os.path.isdir(path):
-        return []
-    md = mailbox.Maildir(path, factory=None, create=False)
     items = []
-    for key in md.keys():
-        name = md._lookup(key)
-        full = os.path.join(path, name)
-        with open(full, "rb") as f:
-            items.append((os.stat(full).st_mtime_ns, name, f.read()))
+    for sub in ("new", "cur"):
+        try:
+            names = os.listdir(os.path.join(path, sub))
+        except FileNotFoundError:     # not created yet (or being created)
+            continue
+        for name in names:
+            full = os.path.join(path, sub, name)
+            try:
+                with open(full, "rb") as f:
+                    items.append((os.stat(full).st_mtime_ns, name, f.read()))
+            except FileNotFoundError:  # moved from new/ to cur/ meanwhile
+                continue
     items.sort()
     return [data for _, _, data in items]
 

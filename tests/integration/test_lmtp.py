@@ -130,3 +130,78 @@ def test_over_quota_recipient(smtp_daemon):
     code, lines = raw.cmd(f"RCPT TO:<{ALICE}>")
     assert code == 452 and "4.2.2" in lines[0]
     raw.close()
+
+
+def test_lmtp_on_one_node_seen_on_the_other(workdir):
+    """Two daemons (nodes n1, n2) on one spool: mail taken over LMTP on n1
+    is served by IMAP and POP3 on n2 with the same UIDs, and deliveries
+    into one mailbox from both nodes at once all arrive."""
+    import os
+    import threading
+    import cmtest
+    spool = os.path.join(str(workdir), "spool")
+    os.mkdir(spool)
+    cmtest.prepare_workdir(spool)
+    nodes = []
+    try:
+        for i in (1, 2):
+            d_dir = os.path.join(str(workdir), f"node{i}")
+            os.makedirs(d_dir)
+            cmtest.prepare_workdir(d_dir)
+            d = cmtest.Daemon(d_dir, node=f"n{i}", services=smtptest.SERVICES,
+                              extra=f"relayhost = [127.0.0.1]:{cmtest.free_port()}")
+            d.write_config(replace={"spool_dir": spool,
+                                    "users_file": os.path.join(str(workdir),
+                                                               "users")})
+            if i == 1:
+                for u in (ALICE, BOB):
+                    imaptest.add_user(d, u)
+            d.start()
+            nodes.append(d)
+        a, b = nodes
+        with smtptest.lmtp(a) as s:
+            assert s.sendmail("x@example.org", [ALICE],
+                              smtptest.message("from node 1")) == {}
+
+        def send(node, n, tag):
+            with smtptest.lmtp(node) as s:
+                for k in range(n):
+                    s.sendmail("x@example.org", [BOB],
+                               smtptest.message(f"{tag} {k}"))
+        threads = [threading.Thread(target=send, args=(node, 20, node.node))
+                   for node in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        m = imaplib.IMAP4("127.0.0.1", b.ports["imap"], timeout=30)
+        m.login(ALICE, PASSWORD)
+        typ, data = m.select("INBOX")
+        assert int(data[0]) == 1
+        typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"from node 1" in data[0][1]
+        m.logout()
+        p = poplib.POP3("127.0.0.1", b.ports["pop3"], timeout=30)
+        p.user(ALICE)
+        p.pass_(PASSWORD)
+        assert p.stat()[0] == 1
+        uidl_b = p.uidl(1).split()[-1]
+        p.quit()
+        p = poplib.POP3("127.0.0.1", a.ports["pop3"], timeout=30)
+        p.user(ALICE)
+        p.pass_(PASSWORD)
+        assert p.uidl(1).split()[-1] == uidl_b      # same UIDL on both nodes
+        p.quit()
+        m = imaplib.IMAP4("127.0.0.1", a.ports["imap"], timeout=30)
+        m.login(BOB, PASSWORD)
+        typ, data = m.select("INBOX")
+        assert int(data[0]) == 40
+        typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        subjects = {part[1].decode().strip() for part in data
+                    if isinstance(part, tuple)}
+        assert subjects == {f"Subject: n{i} {k}" for i in (1, 2)
+                            for k in range(20)}
+        m.logout()
+    finally:
+        for d in nodes:
+            d.stop()

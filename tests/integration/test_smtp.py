@@ -358,3 +358,35 @@ def test_drain_says_421(workdir):
     assert code == 421
     d.wait_exit()
     d.stop()
+
+
+def test_notify_success_for_local_delivery(smtp_daemon):
+    """NOTIFY=SUCCESS on a local recipient: the sender (here a local user)
+    gets a "delivered" report (RFC 3461/3464) once the message is stored."""
+    import email
+    raw = smtptest.Raw(smtp_daemon)
+    raw.cmd("EHLO client.example.net")
+    assert raw.cmd(f"MAIL FROM:<{BOB}> ENVID=env+2B1")[0] == 250
+    assert raw.cmd(f"RCPT TO:<{ALICE}> NOTIFY=SUCCESS "
+                   f"ORCPT=rfc822;{ALICE}")[0] == 250
+    assert raw.cmd("DATA")[0] == 354
+    raw.send("Subject: tell me\r\n\r\nhi\r\n.\r\n")
+    code, lines = raw.reply()
+    assert code == 250 and "delivered" in lines[0]
+    raw.close()
+    assert len(smtptest.inbox(smtp_daemon, ALICE)) == 1
+    msgs = smtptest.wait_inbox(smtp_daemon, BOB, 1, timeout=20)
+    assert len(msgs) == 1, "no delivery report"
+    report = email.message_from_bytes(msgs[0])
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    status = [p for p in report.walk()
+              if p.get_content_type() == "message/delivery-status"][0]
+    text = status.as_string()
+    assert "Action: delivered" in text and "Status: 2.0.0" in text
+    assert "Original-Envelope-Id: env+1" in text or "env+2B1" in text
+    assert f"Final-Recipient: rfc822; {ALICE}" in text or \
+        f"Final-Recipient: rfc822;{ALICE}" in text
+    # NOTIFY=NEVER (the default for the rest) sends nothing more
+    time.sleep(0.5)
+    assert len(smtptest.inbox(smtp_daemon, BOB)) == 1

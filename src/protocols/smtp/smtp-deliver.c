@@ -82,6 +82,15 @@ void smtp_data_free(struct smtp_data **datap)
 
 /* ---- starting: the copies and their headers ------------------------------ */
 
+/* wants_success_dsn - a local recipient asked for NOTIFY=SUCCESS (and
+   there is somebody to tell) */
+static bool wants_success_dsn(const struct smtp_client *client,
+			      const struct smtp_rcpt *rcpt)
+{
+	return rcpt->user != NULL && client->sender[0] != '\0' &&
+		(rcpt->notify & QUEUE_NOTIFY_SUCCESS) != 0;
+}
+
 static size_t count_local(const struct smtp_client *client)
 {
 	size_t n = 0;
@@ -154,6 +163,14 @@ static struct smtp_data *data_begin(struct smtp_client *client)
 	size_t local = count_local(client);
 	bool need_queue = local < client->rcpt_count ||
 		(client->kind != SMTP_KIND_LMTP && local >= 2 && client->queue != NULL);
+	bool want_dsn = false;
+
+	/* NOTIFY=SUCCESS for a local recipient: the queue runner sends the
+	   "delivered" DSN from a queue copy whose recipient is already done. */
+	for (size_t i = 0; i < client->rcpt_count; i++)
+		want_dsn = want_dsn || wants_success_dsn(client, &client->rcpts[i]);
+	if (want_dsn && client->queue != NULL)
+		need_queue = true;
 	struct buffer header;
 	int ret;
 
@@ -375,7 +392,7 @@ static int deliver_queue(struct smtp_client *client, struct smtp_data *data,
 {
 	struct queue_envelope env;
 	struct queue_rcpt *rcpts;
-	size_t n = 0;
+	size_t n = 0, pending = 0;
 	char origin[320];
 	int ret;
 
@@ -385,18 +402,33 @@ static int deliver_queue(struct smtp_client *client, struct smtp_data *data,
 	for (size_t i = 0; i < client->rcpt_count; i++) {
 		const struct smtp_rcpt *rcpt = &client->rcpts[i];
 
-		if (rcpt->user != NULL && results[i].code / 100 == 2)
-			continue;
+		if (rcpt->user != NULL && results[i].code / 100 == 2) {
+			bool dup = false;
+
+			for (size_t j = 0; j < i && !dup; j++)
+				dup = client->rcpts[j].user != NULL &&
+					strcmp(client->rcpts[j].user, rcpt->user) == 0;
+			if (dup || !wants_success_dsn(client, rcpt))
+				continue;
+			/* Done already; queued only for its DSN. */
+			rcpts[n].state = QUEUE_RCPT_DELIVERED;
+			rcpts[n].status = (char *)"2.0.0";
+			rcpts[n].diagnostic = (char *)"smtp; 250 2.0.0 delivered to the mailbox";
+			rcpts[n].updated = time(NULL);
+		} else {
+			rcpts[n].state = QUEUE_RCPT_PENDING;
+			pending++;
+		}
 		rcpts[n].address = rcpt->address;
 		rcpts[n].orcpt = rcpt->orcpt;
 		rcpts[n].notify = rcpt->notify;
-		rcpts[n].state = QUEUE_RCPT_PENDING;
 		n++;
 	}
 	if (n == 0 || data->queue_error != 0) {
 		free(rcpts);
 		queue_write_abort(&data->queue);
-		return n == 0 ? 0 : -1;
+		/* Without the queue only the DSN is lost, not the mail. */
+		return pending == 0 ? 0 : -1;
 	}
 	memset(&env, 0, sizeof(env));
 	env.sender = client->sender;
@@ -419,7 +451,8 @@ static int deliver_queue(struct smtp_client *client, struct smtp_data *data,
 	}
 	log_id_info(client->id, "%s: from=<%s> queued as %s (%zu recipients)",
 		    data->id, client->sender, env.id, n);
-	snprintf(data->queue_id, sizeof(data->queue_id), "%s", env.id);
+	if (pending > 0)
+		snprintf(data->queue_id, sizeof(data->queue_id), "%s", env.id);
 	for (size_t i = 0; i < client->rcpt_count; i++) {
 		if (client->rcpts[i].user != NULL && results[i].code / 100 == 2)
 			continue;
