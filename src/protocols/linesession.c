@@ -208,19 +208,27 @@ int linesession_write(struct linesession *s, const void *data, size_t len)
 	return 0;
 }
 
-int linesession_reply(struct linesession *s, const char *fmt, ...)
+int linesession_vreply(struct linesession *s, const char *fmt, va_list args)
 {
 	struct buffer out;
-	va_list args;
 	int ret;
 
 	buffer_init(&out, 0);
-	va_start(args, fmt);
 	(void)buffer_vprintf(&out, fmt, args);
-	va_end(args);
 	(void)buffer_append_str(&out, "\r\n");
 	ret = linesession_write(s, out.data, out.used);
 	buffer_clear(&out);
+	return ret;
+}
+
+int linesession_reply(struct linesession *s, const char *fmt, ...)
+{
+	va_list args;
+	int ret;
+
+	va_start(args, fmt);
+	ret = linesession_vreply(s, fmt, args);
+	va_end(args);
 	return ret;
 }
 

@@ -24,6 +24,7 @@
  * Sessions are kept in a per-thread list (struct linesession_list) that
  * the protocol owns, for its drain and its count.
  */
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +65,8 @@ int linesession_write(struct linesession *ls, const void *data, size_t len);
 /* fmt + CRLF */
 int linesession_reply(struct linesession *ls, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+int linesession_vreply(struct linesession *ls, const char *fmt, va_list args)
+	__attribute__((format(printf, 2, 0)));
 /* Write fmt + CRLF without waiting and close; returns -1. */
 int linesession_close(struct linesession *ls, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -191,35 +191,11 @@ def wait_log(d, pattern, timeout=20):
     return False
 
 
-def inbox(d, user):
-    """user's INBOX messages (new/ and cur/), oldest first; a spool that
-    is being created right now counts as empty."""
-    path = smtptest.maildir_path(d, user)
-    items = []
-    for sub in ("new", "cur"):
-        try:
-            names = os.listdir(os.path.join(path, sub))
-        except FileNotFoundError:
-            continue
-        for name in names:
-            full = os.path.join(path, sub, name)
-            try:
-                with open(full, "rb") as f:
-                    items.append((os.stat(full).st_mtime_ns, name, f.read()))
-            except FileNotFoundError:     # moved new/ -> cur/ meanwhile
-                continue
-    items.sort()
-    return [data for _, _, data in items]
+inbox = smtptest.inbox
 
 
 def wait_inbox(d, user, count, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msgs = inbox(d, user)
-        if len(msgs) >= count:
-            return msgs
-        time.sleep(0.05)
-    return inbox(d, user)
+    return smtptest.wait_inbox(d, user, count, timeout)
 
 
 def parse(raw):

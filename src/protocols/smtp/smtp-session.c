@@ -37,33 +37,23 @@ static __thread struct linesession_list smtp_sessions;
 
 int smtp_reply(struct smtp_client *client, const char *fmt, ...)
 {
-	struct buffer out;
 	va_list args;
 	int ret;
 
-	buffer_init(&out, 0);
 	va_start(args, fmt);
-	(void)buffer_vprintf(&out, fmt, args);
+	ret = linesession_vreply(client->ls, fmt, args);
 	va_end(args);
-	(void)buffer_append_str(&out, "\r\n");
-	ret = linesession_write(client->ls, out.data, out.used);
-	buffer_clear(&out);
 	return ret;
 }
 
 int smtp_reply_error(struct smtp_client *client, const char *fmt, ...)
 {
-	struct buffer out;
 	va_list args;
 	int ret;
 
-	buffer_init(&out, 0);
 	va_start(args, fmt);
-	(void)buffer_vprintf(&out, fmt, args);
+	ret = linesession_vreply(client->ls, fmt, args);
 	va_end(args);
-	(void)buffer_append_str(&out, "\r\n");
-	ret = linesession_write(client->ls, out.data, out.used);
-	buffer_clear(&out);
 	if (ret < 0)
 		return -1;
 	if (++client->errors >= client->set->smtp_max_errors) {
