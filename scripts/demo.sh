@@ -1,6 +1,7 @@
 #!/bin/sh
-# demo.sh - a local clustermail demo: build, then run one node on loopback
-# with a demo user, all state under /var/tmp/clustermail-demo.
+# demo.sh - a local clustermail demo: build, then run a two-node cluster
+# on loopback (nodes demo1 and demo2: two daemons sharing one spool, with
+# fcntl locks), with a demo user; all state under /var/tmp/clustermail-demo.
 #
 # usage: scripts/demo.sh [start|stop|status]
 set -eu
@@ -11,14 +12,18 @@ conf="$demo/clustermail.conf"
 daemon="$build/src/daemon/clustermaild"
 ctl="$build/src/ctl/clustermailctl"
 
+nodes="demo1 demo2"
+
 demo_stop() {
-	if [ -f "$demo/demo1.pid" ] && kill "$(cat "$demo/demo1.pid")" 2>/dev/null; then
-		echo "demo: stopping clustermaild (pid $(cat "$demo/demo1.pid"))"
-		for _ in $(seq 1 100); do
-			[ -f "$demo/demo1.pid" ] || break
-			sleep 0.1
-		done
-	fi
+	for node in $nodes; do
+		if [ -f "$demo/$node.pid" ] && kill "$(cat "$demo/$node.pid")" 2>/dev/null; then
+			echo "demo: stopping clustermaild node $node (pid $(cat "$demo/$node.pid"))"
+			for _ in $(seq 1 100); do
+				[ -f "$demo/$node.pid" ] || break
+				sleep 0.1
+			done
+		fi
+	done
 }
 
 demo_config() {
@@ -58,6 +63,19 @@ listen_submission = 127.0.0.1:10587
 listen_submissions = 127.0.0.1:10465
 listen_lmtp = 127.0.0.1:10024
 metrics_listen = 127.0.0.1:19100
+smtp_hostname = demo1.example.com
+
+[node demo2]
+listen_imap = 127.0.0.1:11143
+listen_imaps = 127.0.0.1:11993
+listen_pop3 = 127.0.0.1:11110
+listen_pop3s = 127.0.0.1:11995
+listen_smtp = 127.0.0.1:11025
+listen_submission = 127.0.0.1:11587
+listen_submissions = 127.0.0.1:11465
+listen_lmtp = 127.0.0.1:11024
+metrics_listen = 127.0.0.1:19101
+smtp_hostname = demo2.example.com
 CONF
 	if ! "$ctl" -c "$conf" --node demo1 user list | grep -qx 'demo@example.com'; then
 		printf 'demo\n' | "$ctl" -c "$conf" --node demo1 user add demo@example.com --password-stdin
@@ -71,17 +89,21 @@ demo_start() {
 	demo_config
 	# --foreground in the background keeps the log in a file even on
 	# machines without a syslog daemon.
-	nohup "$daemon" -c "$conf" --node demo1 --foreground \
-		>>"$demo/demo1.log" 2>&1 </dev/null &
-	for _ in $(seq 1 100); do
-		"$ctl" -c "$conf" --node demo1 status >/dev/null 2>&1 && break
-		sleep 0.1
+	for node in $nodes; do
+		nohup "$daemon" -c "$conf" --node "$node" --foreground \
+			>>"$demo/$node.log" 2>&1 </dev/null &
 	done
-	"$ctl" -c "$conf" --node demo1 status || {
-		echo "demo: clustermaild did not start; log:" >&2
-		tail -n 20 "$demo/demo1.log" >&2
-		exit 1
-	}
+	for node in $nodes; do
+		for _ in $(seq 1 100); do
+			"$ctl" -c "$conf" --node "$node" status >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+		"$ctl" -c "$conf" --node "$node" status || {
+			echo "demo: clustermaild node $node did not start; log:" >&2
+			tail -n 20 "$demo/$node.log" >&2
+			exit 1
+		}
+	done
 	# A first message, over SMTP like any other, so the mailbox is not empty.
 	printf 'From: <welcome@example.org>\r\nSubject: Welcome to clustermail\r\n\r\nThis message came in over SMTP.\r\n' |
 		curl -s smtp://127.0.0.1:10025 --mail-from welcome@example.org \
@@ -89,7 +111,12 @@ demo_start() {
 		echo "demo: could not send the welcome message over SMTP" >&2
 	cat <<MSG
 
-clustermail demo is running (node demo1, log: $demo/demo1.log)
+clustermail demo is running: a two-node cluster on one spool
+  node demo1:  the ports below (log: $demo/demo1.log)
+  node demo2:  the same ports plus 1000 (IMAP 11143, POP3 11110, SMTP 11025,
+               LMTP 11024, submission 11587; log: $demo/demo2.log)
+               Mail taken on one node is read on the other, e.g. send over
+               SMTP to 10025 and read with IMAP on 11143.
   demo user:   demo@example.com, password: demo
   health:      curl http://127.0.0.1:19100/health
   metrics:     curl http://127.0.0.1:19100/metrics
@@ -113,6 +140,6 @@ MSG
 case "${1:-start}" in
 start) demo_start ;;
 stop) demo_stop ;;
-status) "$ctl" -c "$conf" --node demo1 status ;;
+status) for node in $nodes; do "$ctl" -c "$conf" --node "$node" status; done ;;
 *) echo "usage: $0 [start|stop|status]" >&2; exit 64 ;;
 esac

@@ -58,6 +58,9 @@ struct linesession {
 
 	bool started, coro_done, conn_destroyed, freed;
 	bool shutdown, closing;
+	uint64_t input_deadline;	/* 0, or when the input being read must be
+					   complete (linesession_set_input_deadline) */
+	uint64_t line_deadline;		/* while read_line waits for one line */
 	char *reason;			/* owned; why the connection ended */
 	struct buffer line;		/* the last line or data read */
 	struct linesession *prev, *next;
@@ -159,14 +162,21 @@ static void session_pause_input(struct linesession *s)
    timeout, drain when drain_ok) */
 static int session_wait_input(struct linesession *s, bool drain_ok)
 {
+	uint64_t deadline = ioloop_now_msecs() + s->set.idle_timeout_msecs;
 	int ret;
 
 	if (s->shutdown && drain_ok)
 		return linesession_close(s, "%s", s->set.shutdown_reply);
-	ret = session_wait(s, SESSION_WAIT_INPUT,
-			   ioloop_now_msecs() + s->set.idle_timeout_msecs);
+	/* A client that trickles bytes must still finish a line (or its
+	   data) in time: the per-wait timeout alone would let it hold the
+	   session forever. */
+	if (s->line_deadline != 0 && s->line_deadline < deadline)
+		deadline = s->line_deadline;
+	if (s->input_deadline != 0 && s->input_deadline < deadline)
+		deadline = s->input_deadline;
+	ret = session_wait(s, SESSION_WAIT_INPUT, deadline);
 	if (ret == 0) {
-		log_id_info(s->id, "timeout after %llu ms without input",
+		log_id_info(s->id, "timeout: no (complete) input within %llu ms",
 			    (unsigned long long)s->set.idle_timeout_msecs);
 		return linesession_close(s, "%s", s->set.timeout_reply);
 	}
@@ -296,14 +306,15 @@ static int session_discard_line(struct linesession *s, bool drain_ok)
 int linesession_read_line(struct linesession *s, size_t max, bool drain_ok,
 			  const char **line_r, size_t *len_r, bool *bare_lf_r)
 {
-	struct buffer *in;
-	ssize_t lf;
+	struct buffer *in = NULL;
+	ssize_t lf = -1;
 	size_t len;
 	int ret;
 
+	s->line_deadline = ioloop_now_msecs() + s->set.idle_timeout_msecs;
 	for (;;) {
 		if (session_dead(s))
-			return -1;
+			break;
 		in = connection_input(s->conn);
 		lf = session_find_lf(s);
 		if (lf >= 0 || in->used > max + 2)
@@ -311,8 +322,11 @@ int linesession_read_line(struct linesession *s, size_t max, bool drain_ok,
 		if (in->used > 0 && s->shutdown && drain_ok)
 			drain_ok = false;	/* a command is arriving: let it */
 		if (session_wait_input(s, drain_ok) < 0)
-			return -1;
+			break;
 	}
+	s->line_deadline = 0;
+	if (session_dead(s))
+		return -1;
 	if (lf < 0 || (size_t)lf + 1 > max + 2) {
 		ret = session_discard_line(s, drain_ok);
 		return ret < 0 ? -1 : 0;
@@ -381,6 +395,11 @@ void linesession_consume(struct linesession *s, size_t len)
 		return;
 	buffer_consume(connection_input(s->conn), len);
 	session_pause_input(s);
+}
+
+void linesession_set_input_deadline(struct linesession *s, uint64_t deadline)
+{
+	s->input_deadline = deadline;
 }
 
 size_t linesession_input_pending(struct linesession *s)

@@ -89,6 +89,11 @@ int linesession_read_some(struct linesession *ls, size_t max,
 int linesession_peek(struct linesession *ls, const unsigned char **data_r,
 		     size_t *len_r);
 void linesession_consume(struct linesession *ls, size_t len);
+/* Input waits end at the absolute time deadline (ioloop_now_msecs()
+   clock) at the latest, with the timeout reply; 0 removes it. A line
+   read with linesession_read_line() must be complete within
+   idle_timeout_msecs of the call anyway. */
+void linesession_set_input_deadline(struct linesession *ls, uint64_t deadline);
 /* Bytes already buffered (pipelined input). */
 size_t linesession_input_pending(struct linesession *ls);
 

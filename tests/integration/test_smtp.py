@@ -311,6 +311,36 @@ def test_idle_timeout(workdir):
         d.stop()
 
 
+def test_trickling_client_is_cut_off(workdir):
+    """A slowloris that keeps sending a byte now and then (so no single
+    wait times out) must still finish a command line, and keep message
+    data coming at a minimum rate, or be disconnected."""
+    d = smtptest.start_daemon(workdir, extra="smtp_client_timeout = 1s")
+    try:
+        for prelude in ([], ["EHLO c.example.net", "MAIL FROM:<a@example.org>",
+                             f"RCPT TO:<{ALICE}>", "DATA"]):
+            raw = smtptest.Raw(d)
+            for line in prelude:
+                raw.cmd(line)
+            start = time.monotonic()
+            closed = False
+            while time.monotonic() - start < 10:
+                try:
+                    raw.send(b"x")
+                except OSError:
+                    closed = True
+                    break
+                if raw.closed(timeout=0.3):
+                    closed = True
+                    break
+            assert closed, "a trickling client was never cut off"
+            assert time.monotonic() - start < 5
+            assert b"421 4.4.2" in raw.buf
+        assert smtptest.inbox(d, ALICE) == []
+    finally:
+        d.stop()
+
+
 def test_flood_without_reading_is_bounded(smtp_daemon):
     """A client that pipelines megabytes of commands and never reads the
     replies must not grow the server; others are still served."""

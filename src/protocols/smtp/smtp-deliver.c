@@ -29,6 +29,7 @@
 #include "lib/buffer.h"
 #include "lib/settings.h"
 #include "lib/str.h"
+#include "io/ioloop.h"
 #include "maildir/store.h"
 #include "queue/queue.h"
 #include "protocols/linesession.h"
@@ -41,6 +42,10 @@
 
 /* Bytes handed to the writers at a time. */
 #define SMTP_DATA_CHUNK (64 * 1024)
+/* Past the first smtp_client_timeout, message data must keep arriving at
+   this average rate (bytes/s) or the session ends: a client trickling a
+   byte now and then cannot hold a session (and its files) forever. */
+#define SMTP_DATA_MIN_RATE 1024
 
 /* Result of one recipient after the data. */
 struct rcpt_result {
@@ -522,25 +527,39 @@ static int data_finish(struct smtp_client *client)
 	return ret;
 }
 
+/* data_deadline - when the data must be complete, given what came so far */
+static uint64_t data_deadline(const struct smtp_client *client, uint64_t start,
+			      uint64_t received)
+{
+	return start + client->set->smtp_client_timeout_msecs +
+		received * 1000 / SMTP_DATA_MIN_RATE;
+}
+
 int smtp_data_run(struct smtp_client *client)
 {
 	struct smtp_data *data;
+	uint64_t start, received = 0;
 
 	if (smtp_reply(client, "354 End data with <CR><LF>.<CR><LF>") < 0)
 		return -1;
 	data = client->data = data_begin(client);
+	start = ioloop_now_msecs();
 	while (data->state != DATA_END) {
 		const unsigned char *p;
-		size_t len;
+		size_t len, used;
 
+		linesession_set_input_deadline(client->ls, data_deadline(client, start,
+									 received));
 		if (linesession_peek(client->ls, &p, &len) < 0)
 			return -1;
 		/* Bytes after the end stay buffered: pipelined commands. */
-		linesession_consume(client->ls, smtp_dot_decode(&data->state, &data->out,
-							    p, len));
+		used = smtp_dot_decode(&data->state, &data->out, p, len);
+		linesession_consume(client->ls, used);
+		received += used;
 		if (data->out.used >= SMTP_DATA_CHUNK || data->state == DATA_END)
 			data_flush(client, data);
 	}
+	linesession_set_input_deadline(client->ls, 0);
 	return data_finish(client);
 }
 
@@ -549,22 +568,27 @@ int smtp_data_run(struct smtp_client *client)
 /* bdat_skip - read and drop size bytes */
 static int bdat_skip(struct smtp_client *client, uint64_t size)
 {
-	while (size > 0) {
+	uint64_t start = ioloop_now_msecs(), left = size;
+
+	while (left > 0) {
 		const unsigned char *p;
 		size_t len;
 
-		if (linesession_read_some(client->ls, size < SMTP_DATA_CHUNK ?
-					  (size_t)size : SMTP_DATA_CHUNK, &p, &len) < 0)
+		linesession_set_input_deadline(client->ls, data_deadline(client, start,
+									 size - left));
+		if (linesession_read_some(client->ls, left < SMTP_DATA_CHUNK ?
+					  (size_t)left : SMTP_DATA_CHUNK, &p, &len) < 0)
 			return -1;
-		size -= len;
+		left -= len;
 	}
+	linesession_set_input_deadline(client->ls, 0);
 	return 0;
 }
 
 int smtp_bdat_run(struct smtp_client *client, uint64_t size, bool last)
 {
 	struct smtp_data *data;
-	uint64_t left = size;
+	uint64_t left = size, start;
 
 	if (!client->in_mail || client->rcpt_count == 0 || client->bdat_failed) {
 		const char *error = !client->in_mail ? "503 5.5.1 Need MAIL command" :
@@ -584,10 +608,13 @@ int smtp_bdat_run(struct smtp_client *client, uint64_t size, bool last)
 	if (client->data == NULL)
 		client->data = data_begin(client);
 	data = client->data;
+	start = ioloop_now_msecs();
 	while (left > 0) {
 		const unsigned char *p;
 		size_t len;
 
+		linesession_set_input_deadline(client->ls, data_deadline(client, start,
+									 size - left));
 		if (linesession_read_some(client->ls, left < SMTP_DATA_CHUNK ?
 					  (size_t)left : SMTP_DATA_CHUNK, &p, &len) < 0)
 			return -1;
@@ -595,6 +622,7 @@ int smtp_bdat_run(struct smtp_client *client, uint64_t size, bool last)
 		(void)buffer_append(&data->out, p, len);
 		data_flush(client, data);
 	}
+	linesession_set_input_deadline(client->ls, 0);
 	if (!last)
 		return smtp_reply(client, "250 2.0.0 %llu octets received",
 				  (unsigned long long)size);
