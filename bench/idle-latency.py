@@ -50,7 +50,6 @@ the directory removed, also on errors and Ctrl-C.
 """
 import argparse
 import os
-import pwd
 import queue
 import random
 import re
@@ -63,6 +62,10 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (  # noqa: E402
+    Runner, file_tail, free_port, pct, start_daemon)
 
 DOMAIN = "bench.test"
 PASSWORD = "idle latency bench"
@@ -86,50 +89,6 @@ def parse_duration(text):
     if not m:
         raise ValueError(f"bad duration {text!r} (use e.g. 1s or 250ms)")
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
-
-
-class Runner:
-    """The unprivileged user the daemons drop to (and the tools run as)."""
-
-    def __init__(self):
-        if os.geteuid() == 0:
-            for name in ("clustermail", "nobody"):
-                try:
-                    self.pw = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            else:
-                sys.exit("idle-latency: root, but no user clustermail/nobody")
-        else:
-            self.pw = pwd.getpwuid(os.geteuid())
-
-    def demote(self):
-        """A preexec_fn that drops to the user when we are root."""
-        if os.geteuid() != 0:
-            return None
-        uid, gid = self.pw.pw_uid, self.pw.pw_gid
-
-        def drop():
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return drop
-
-    def own(self, path):
-        """chown -R path to the user when we are root."""
-        if os.geteuid() != 0:
-            return
-        for root, dirs, files in os.walk(path):
-            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-                os.lchown(n, self.pw.pw_uid, self.pw.pw_gid)
-
-
-def free_port():
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -164,10 +123,8 @@ class Node:
                     f"listen_imap = 127.0.0.1:{self.port}\n")
 
     def start(self):
-        self.log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen(
-            [self.daemon, "-c", self.conf, "--foreground"], stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+        self.log, self.proc = start_daemon(self.daemon, self.conf,
+                                           self.logfile)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -192,13 +149,7 @@ class Node:
 
     def log_tail(self, size=1500):
         """The end of the daemon's log (all of it when size is None)."""
-        try:
-            with open(self.logfile, "rb") as f:
-                data = f.read()
-            return (data if size is None else data[-size:]).decode(
-                errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.logfile, size)
 
     def stop(self):
         """SIGTERM the process group, SIGKILL after 5 s."""
@@ -420,12 +371,6 @@ def measure(builddir, base, runner, poll, rounds, sequential, seed):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def pct(values, q):
-    """The q-quantile of values (nearest rank)."""
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
-
-
 def fmt_poll(poll):
     return f"{poll:g}s" if poll >= 1 else f"{poll * 1000:g}ms"
 
@@ -484,7 +429,7 @@ def main():
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    runner = Runner()
+    runner = Runner("idle-latency")
     base = tempfile.mkdtemp(prefix="idle-latency-",
                             dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     os.chmod(base, 0o755)

@@ -102,7 +102,6 @@ import ctypes.util
 import json
 import multiprocessing
 import os
-import pwd
 import random
 import re
 import resource
@@ -113,6 +112,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (  # noqa: E402
+    Runner, file_tail, free_port, pct, run_ctl, start_daemon)
 
 DOMAIN = "bench.test"
 PASSWORD = "bench password 42"
@@ -155,41 +158,6 @@ def make_hash(scheme, rounds):
     if not h or h.startswith(b"*"):
         sys.exit(f"imap-bench: crypt for {scheme} failed")
     return h.decode()
-
-
-class Runner:
-    """The unprivileged user that owns the mail of both servers."""
-
-    def __init__(self):
-        if os.geteuid() == 0:
-            for name in ("clustermail", "nobody"):
-                try:
-                    self.pw = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            else:
-                sys.exit("imap-bench: root, but no user clustermail/nobody")
-        else:
-            self.pw = pwd.getpwuid(os.geteuid())
-
-    def demote(self):
-        if os.geteuid() != 0:
-            return None
-        uid, gid = self.pw.pw_uid, self.pw.pw_gid
-
-        def drop():
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return drop
-
-    def own(self, path):
-        if os.geteuid() != 0:
-            return
-        for root, dirs, files in os.walk(path):
-            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-                os.lchown(n, self.pw.pw_uid, self.pw.pw_gid)
 
 
 # ---- messages -------------------------------------------------------------------
@@ -349,13 +317,6 @@ def alive(pid):
         return False
 
 
-def free_port():
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_greeting(port, proc, what, timeout=20):
     """Until the server greets on port; an error if proc dies first."""
     deadline = time.monotonic() + timeout
@@ -410,25 +371,15 @@ class Clustermail:
         self.log = None
 
     def start(self):
-        self.log = open(os.path.join(self.dir, "clustermaild.log"), "ab")
-        self.proc = subprocess.Popen(
-            [self.daemon, "-c", self.conf, "--foreground"], stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+        self.log, self.proc = start_daemon(
+            self.daemon, self.conf, os.path.join(self.dir, "clustermaild.log"))
         wait_greeting(self.port, self.proc, "clustermaild")
 
     def run_ctl(self, argv, data=b""):
-        p = subprocess.run([self.ctl, "-c", self.conf] + argv, input=data,
-                           capture_output=True, preexec_fn=self.runner.demote())
-        if p.returncode != 0:
-            raise RuntimeError(f"clustermailctl {' '.join(argv)}: exit "
-                               f"{p.returncode}: {p.stderr.decode()[-300:]}")
+        run_ctl(self.ctl, self.conf, self.runner, argv, data)
 
     def log_tail(self):
-        try:
-            with open(os.path.join(self.dir, "clustermaild.log"), "rb") as f:
-                return f.read()[-1500:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(os.path.join(self.dir, "clustermaild.log"))
 
     def stop(self):
         kill_tree(self.proc)
@@ -874,13 +825,6 @@ def idle_memory(server, users, k):
 
 # ---- report ------------------------------------------------------------------------
 
-def pct(values, q):
-    """The q-quantile of values (nearest rank), None when empty."""
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
-
 
 def summarize(lat, sessions, aborted, errors, seconds):
     """The figures of one load run."""
@@ -1054,7 +998,7 @@ def main():
             sys.exit("imap-bench: dovecot-imapd is not installed")
         log(f"{DOVECOT_IMAP} missing (dovecot-imapd): no Dovecot figures")
         which.remove("dovecot")
-    runner = Runner()
+    runner = Runner("imap-bench")
     pwhash = make_hash(args.scheme, args.rounds)
     users = [f"u{i}@{DOMAIN}" for i in range(args.users)]
     rng = random.Random(42)

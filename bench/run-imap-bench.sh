@@ -16,47 +16,25 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+bench_name=run-imap-bench
+. "$here/benchlib.sh"
+
 builddir=.
 case "${1:-}" in
 -*|"") ;;
 *) builddir=$1; shift ;;
 esac
 
-only=
-prev=
-for arg in "$@"; do
-	case $arg in
-	--only=*) only=${arg#--only=} ;;
-	esac
-	[ "$prev" = --only ] && only=$arg
-	prev=$arg
-done
+only=$(bench_only "$@")
 
 if [ "$only" != dovecot ]; then
-	for prog in src/daemon/clustermaild src/ctl/clustermailctl; do
-		if [ ! -x "$builddir/$prog" ]; then
-			echo "run-imap-bench: $builddir/$prog is not built" \
-				"(make first)" >&2
-			exit 1
-		fi
-	done
+	bench_need_built "$builddir" src/daemon/clustermaild \
+		src/ctl/clustermailctl
 fi
 
-if [ "$only" != clustermail ] && [ ! -x /usr/lib/dovecot/imap ]; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "run-imap-bench: installing dovecot-imapd"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			dovecot-core dovecot-imapd >/dev/null || {
-			apt-get update -q >/dev/null &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-				dovecot-core dovecot-imapd >/dev/null
-		}
-		# the package starts a system-wide Dovecot where an init
-		# system lets it; the benchmark runs its own private one
-	else
-		echo "run-imap-bench: no dovecot-imapd and cannot install it:" \
-			"clustermail figures only" >&2
-	fi
+if [ "$only" != clustermail ]; then
+	bench_install_dovecot /usr/lib/dovecot/imap dovecot-imapd dovecot-imapd \
+		dovecot-core dovecot-imapd
 fi
 
 exec "${PYTHON3:-python3}" "$here/imap-bench.py" --builddir "$builddir" "$@"

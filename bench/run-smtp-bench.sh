@@ -19,30 +19,20 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+bench_name=run-smtp-bench
+. "$here/benchlib.sh"
+
 builddir=.
 case "${1:-}" in
 -*|"") ;;
 *) builddir=$1; shift ;;
 esac
 
-only=
-prev=
-for arg in "$@"; do
-	case $arg in
-	--only=*) only=${arg#--only=} ;;
-	esac
-	[ "$prev" = --only ] && only=$arg
-	prev=$arg
-done
+only=$(bench_only "$@")
 
 if [ "$only" != dovecot ] && [ "$only" != postfix ]; then
-	for prog in src/daemon/clustermaild src/ctl/clustermailctl; do
-		if [ ! -x "$builddir/$prog" ]; then
-			echo "run-smtp-bench: $builddir/$prog is not built" \
-				"(make first)" >&2
-			exit 1
-		fi
-	done
+	bench_need_built "$builddir" src/daemon/clustermaild \
+		src/ctl/clustermailctl
 fi
 
 if [ ! -x /usr/sbin/smtp-source ] || [ ! -x /usr/sbin/smtp-sink ]; then
@@ -51,21 +41,9 @@ if [ ! -x /usr/sbin/smtp-source ] || [ ! -x /usr/sbin/smtp-sink ]; then
 	exit 1
 fi
 
-if [ "$only" != clustermail ] && [ ! -x /usr/lib/dovecot/lmtp ]; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "run-smtp-bench: installing dovecot-lmtpd"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			dovecot-core dovecot-lmtpd >/dev/null || {
-			apt-get update -q >/dev/null &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-				dovecot-core dovecot-lmtpd >/dev/null
-		}
-		# the package starts a system-wide Dovecot where an init
-		# system lets it; the benchmark runs its own private one
-	else
-		echo "run-smtp-bench: no dovecot-lmtpd and cannot install it:" \
-			"clustermail figures only" >&2
-	fi
+if [ "$only" != clustermail ]; then
+	bench_install_dovecot /usr/lib/dovecot/lmtp dovecot-lmtpd dovecot-lmtpd \
+		dovecot-core dovecot-lmtpd
 fi
 
 exec "${PYTHON3:-python3}" "$here/smtp-bench.py" --builddir "$builddir" "$@"

@@ -15,32 +15,18 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+bench_name=run-store-bench
+. "$here/benchlib.sh"
+
 builddir=.
 case "${1:-}" in
 -*|"") ;;
 *) builddir=$1; shift ;;
 esac
 
-for prog in src/ctl/clustermailctl tests/torture/torture; do
-	if [ ! -x "$builddir/$prog" ]; then
-		echo "run-store-bench: $builddir/$prog is not built (make first)" >&2
-		exit 1
-	fi
-done
+bench_need_built "$builddir" src/ctl/clustermailctl tests/torture/torture
 
-if [ ! -x /usr/lib/dovecot/dovecot-lda ]; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "run-store-bench: installing dovecot-core (for dovecot-lda)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q dovecot-core \
-			>/dev/null || {
-			apt-get update -q >/dev/null &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-				dovecot-core >/dev/null
-		}
-	else
-		echo "run-store-bench: no dovecot-lda and cannot install it:" \
-			"clustermail figures only" >&2
-	fi
-fi
+bench_install_dovecot /usr/lib/dovecot/dovecot-lda dovecot-lda \
+	"dovecot-core (for dovecot-lda)" dovecot-core
 
 exec "${PYTHON3:-python3}" "$here/store-bench.py" --builddir "$builddir" "$@"

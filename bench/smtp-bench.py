@@ -63,7 +63,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import pwd
 import shutil
 import signal
 import smtplib
@@ -73,6 +72,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import (  # noqa: E402
+    Runner, file_tail, free_port, run_ctl, start_daemon)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import postfixtest  # noqa: E402
 from postfixtest import Unavailable, maildir_count  # noqa: E402
@@ -87,48 +89,6 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 
 def log(msg):
     print("smtp-bench: " + msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Runner:
-    """The unprivileged user that owns the mail of every server."""
-
-    def __init__(self):
-        if os.geteuid() == 0:
-            for name in ("clustermail", "nobody"):
-                try:
-                    self.pw = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            else:
-                sys.exit("smtp-bench: root, but no user clustermail/nobody")
-        else:
-            self.pw = pwd.getpwuid(os.geteuid())
-
-    def demote(self):
-        if os.geteuid() != 0:
-            return None
-        uid, gid = self.pw.pw_uid, self.pw.pw_gid
-
-        def drop():
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return drop
-
-    def own(self, path):
-        if os.geteuid() != 0:
-            return
-        for root, dirs, files in os.walk(path):
-            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-                os.lchown(n, self.pw.pw_uid, self.pw.pw_gid)
 
 
 class Clustermail:
@@ -175,27 +135,17 @@ class Clustermail:
         return os.path.join(self.spool, domain, local)
 
     def run_ctl(self, argv, data=b""):
-        p = subprocess.run([self.ctl, "-c", self.conf] + argv, input=data,
-                           capture_output=True, preexec_fn=self.runner.demote())
-        if p.returncode != 0:
-            raise RuntimeError(f"clustermailctl {' '.join(argv)}: exit "
-                               f"{p.returncode}: {p.stderr.decode()[-300:]}")
+        run_ctl(self.ctl, self.conf, self.runner, argv, data)
 
     def start(self):
-        self.log = open(os.path.join(self.dir, "clustermaild.log"), "ab")
-        self.proc = subprocess.Popen(
-            [self.daemon, "-c", self.conf, "--foreground"], stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+        self.log, self.proc = start_daemon(
+            self.daemon, self.conf, os.path.join(self.dir, "clustermaild.log"))
         for port in self.ports.values():
             postfixtest.wait_port(port, self.proc, "clustermaild")
         return self
 
     def log_tail(self):
-        try:
-            with open(os.path.join(self.dir, "clustermaild.log"), "rb") as f:
-                return f.read()[-1500:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(os.path.join(self.dir, "clustermaild.log"))
 
     def stop(self):
         if self.proc is not None:
@@ -402,7 +352,7 @@ def main():
     for prog in (SMTP_SOURCE, SMTP_SINK):
         if not os.access(prog, os.X_OK):
             sys.exit(f"smtp-bench: {prog} missing (apt-get install postfix)")
-    runner = Runner()
+    runner = Runner("smtp-bench")
     notes = []
     which = {"clustermail", "dovecot", "postfix"}
     if args.only:

@@ -34,12 +34,14 @@ import argparse
 import concurrent.futures
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Runner  # noqa: E402
 
 # A valid yescrypt hash: `user add --hash` needs no password hashing.
 USER_HASH = ("$y$j9T$K5GwIeap1le5MpmdGNTOU/$"
@@ -57,52 +59,6 @@ def message(i, size=3000):
     line = "The quick brown fox jumps over the lazy dog, %08d.\n"
     body = "".join(line % (i * 1000 + n) for n in range(size // len(line % 0)))
     return (head + body).encode()
-
-
-class Runner:
-    """Runs programs as the benchmark's unprivileged user."""
-
-    def __init__(self):
-        if os.geteuid() == 0:
-            for name in ("clustermail", "nobody"):
-                try:
-                    self.pw = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            else:
-                sys.exit("store-bench: root, but no user clustermail/nobody")
-        else:
-            self.pw = pwd.getpwuid(os.geteuid())
-
-    @property
-    def name(self):
-        return self.pw.pw_name
-
-    def demote(self):
-        if os.geteuid() != 0:
-            return None
-        uid, gid = self.pw.pw_uid, self.pw.pw_gid
-
-        def drop():
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        return drop
-
-    def own(self, path):
-        if os.geteuid() == 0:
-            for root, dirs, files in os.walk(path):
-                for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-                    os.lchown(n, self.pw.pw_uid, self.pw.pw_gid)
-
-    def run(self, argv, data=b"", env=None, check=True):
-        proc = subprocess.run(argv, input=data, capture_output=True,
-                              env=env, preexec_fn=self.demote())
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: "
-                               f"{proc.stderr.decode(errors='replace')[-500:]}")
-        return proc
 
 
 def parallel_deliveries(deliver_one, count, procs):
@@ -336,7 +292,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
-    runner = Runner()
+    runner = Runner("store-bench")
     work = tempfile.mkdtemp(prefix="cm-bench.", dir=args.workdir)
     os.chmod(work, 0o755)
     rows, notes, results = [], [], {}
