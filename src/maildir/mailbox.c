@@ -276,6 +276,67 @@ bool mailbox_base_sizes(const char *base, uint64_t *size_r, uint64_t *vsize_r)
 	return end != w + 3;
 }
 
+/* ---- EMAILID (RFC 8474) ------------------------------------------------------
+ * A message's id is a 128-bit hash of the unique part of its base name
+ * (before the first ','), or the ",E=" field a copy's name carries. The
+ * hash is not cryptographic: its inputs are unique names this server
+ * (or a local Maildir tool) chose, not text an attacker picks, and two
+ * independent 64-bit mixes make a collision between two of one user's
+ * names practically impossible.
+ */
+
+/* email_id_hash_mix - final avalanche of a 64-bit state */
+static uint64_t email_id_hash_mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/* email_id_valid - "M" and 32 lower-case hex digits */
+static bool email_id_valid(const char *value, size_t len)
+{
+	if (len != MAILBOX_EMAIL_ID_SIZE - 1 || value[0] != 'M')
+		return false;
+	for (size_t i = 1; i < len; i++) {
+		if (strchr("0123456789abcdef", value[i]) == NULL)
+			return false;
+	}
+	return true;
+}
+
+void mailbox_email_id(const char *base, char id_r[MAILBOX_EMAIL_ID_SIZE])
+{
+	const char *field = strstr(base, ",E=");
+	uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x6c62272e07bb0142ULL;
+	size_t len;
+
+	if (field != NULL) {
+		field += 3;
+		len = strcspn(field, ",:");
+		if (email_id_valid(field, len)) {
+			memcpy(id_r, field, len);
+			id_r[len] = '\0';
+			return;
+		}
+	}
+	len = strcspn(base, ",:");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)base[i];
+
+		h1 = (h1 ^ c) * 0x100000001b3ULL;
+		h2 = (h2 ^ c) * 0x9e3779b97f4a7c15ULL;
+		h2 ^= h2 >> 29;
+	}
+	h1 = email_id_hash_mix(h1 ^ len);
+	h2 = email_id_hash_mix(h2 + len);
+	snprintf(id_r, MAILBOX_EMAIL_ID_SIZE, "M%016llx%016llx",
+		 (unsigned long long)h1, (unsigned long long)h2);
+}
+
 int mailbox_compute_vsize(struct sio *sio, int fd, uint64_t *size_r,
 			  uint64_t *vsize_r)
 {
@@ -2600,6 +2661,7 @@ int mailbox_copy_to(struct mailbox *box, const uint32_t *uids, size_t count,
 	for (size_t i = 0; i < count && ret == STORE_OK; i++) {
 		const struct mail_record *rec = mailbox_lookup_uid(box, uids[i], NULL);
 		char src[PATH_MAX], dst[PATH_MAX], unique[STORE_UNIQUE_MAX];
+		char email_id[MAILBOX_EMAIL_ID_SIZE];
 		int lret;
 
 		if (rec == NULL || (rec->flags & MAIL_EXPUNGED) != 0)
@@ -2607,8 +2669,11 @@ int mailbox_copy_to(struct mailbox *box, const uint32_t *uids, size_t count,
 		if (mailbox_find_file(box, rec->base, rec->flags, src,
 				      sizeof(src)) != STORE_OK)
 			continue;
+		/* The copy carries the source's EMAILID in its name. */
 		store_unique_name(user->store, unique);
-		files[n].base = mem_printf("%s,S=%llu,W=%llu", unique,
+		mailbox_email_id(rec->base, email_id);
+		files[n].base = mem_printf("%s,E=%s,S=%llu,W=%llu", unique,
+					   email_id,
 					   (unsigned long long)rec->size,
 					   (unsigned long long)rec->vsize);
 		snprintf(dst, sizeof(dst), "tmp/%s", files[n].base);

@@ -30,6 +30,7 @@
  *             list; renaming again completes it.
  */
 #include "lib/lib.h"
+#include "lib/buffer.h"
 #include "lib/str.h"
 #include "acl.h"
 #include "store-private.h"
@@ -45,6 +46,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/random.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -239,6 +241,153 @@ static int store_user_mkdirs(struct store_user *user)
 	return STORE_OK;
 }
 
+/* ---- mailbox attributes ---------------------------------------------------
+ * clustermail.mailbox holds one "key value" line per attribute:
+ * "special-use N" (STORE_SPECIAL_* bits) and "mailbox-id ID" (RFC 8474
+ * MAILBOXID). A rewrite keeps lines it does not know. Written only
+ * under the user lock EX (create, or the first store_mailbox_id() of an
+ * older mailbox), always by atomic replace.
+ */
+
+/* attr_find - the value of key's line in data (up to the line end) */
+static bool attr_find(const char *data, const char *key, const char **value_r,
+		      size_t *len_r)
+{
+	size_t key_len = strlen(key);
+
+	for (const char *line = data; *line != '\0'; ) {
+		size_t len = strcspn(line, "\n");
+
+		if (len > key_len && strncmp(line, key, key_len) == 0 &&
+		    line[key_len] == ' ') {
+			*value_r = line + key_len + 1;
+			*len_r = len - key_len - 1;
+			return true;
+		}
+		line += len;
+		if (*line == '\n')
+			line++;
+	}
+	return false;
+}
+
+/* mailbox_id_valid - "F" and 32 lower-case hex digits */
+static bool mailbox_id_valid(const char *value, size_t len)
+{
+	if (len != STORE_MAILBOX_ID_SIZE - 1 || value[0] != 'F')
+		return false;
+	for (size_t i = 1; i < len; i++) {
+		if (strchr("0123456789abcdef", value[i]) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* mailbox_id_generate - a new MAILBOXID from 128 random bits */
+static int mailbox_id_generate(struct store_user *user,
+			       char id_r[STORE_MAILBOX_ID_SIZE])
+{
+	unsigned char bytes[16];
+
+	if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t)sizeof(bytes)) {
+		log_error("store %s: getrandom: %s", user->name, strerror(errno));
+		return store_set_error(user, STORE_ERR_TEMP,
+				       "Internal error occurred; refer to server log");
+	}
+	id_r[0] = 'F';
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		snprintf(id_r + 1 + 2 * i, 3, "%02x", bytes[i]);
+	return STORE_OK;
+}
+
+/* store_mailbox_attrs_create - the attribute file of a new mailbox */
+static int store_mailbox_attrs_create(struct store_user *user, const char *dir,
+				      unsigned int special_use)
+{
+	char path[PATH_MAX], id[STORE_MAILBOX_ID_SIZE], data[128];
+	int ret, len = 0;
+
+	if ((ret = mailbox_id_generate(user, id)) < 0)
+		return ret;
+	if (special_use != 0)
+		len = snprintf(data, sizeof(data), "special-use %u\n",
+			       special_use & STORE_SPECIAL_MASK);
+	len += snprintf(data + len, sizeof(data) - (size_t)len,
+			"mailbox-id %s\n", id);
+	snprintf(path, sizeof(path), "%s/%s", dir, MAILBOX_ATTR_FILE);
+	return store_file_replace(user, path, data, (size_t)len);
+}
+
+/* store_mailbox_id_read - the id in dir's attribute file; NOTFOUND when
+   the file or a valid id is missing (a damaged one is logged) */
+static int store_mailbox_id_read(struct store_user *user, const char *dir,
+				 char id_r[STORE_MAILBOX_ID_SIZE])
+{
+	char path[PATH_MAX], *data;
+	const char *value;
+	size_t size, len;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, MAILBOX_ATTR_FILE);
+	if ((ret = store_file_read(user, path, &data, &size)) < 0)
+		return ret;
+	ret = STORE_ERR_NOTFOUND;
+	if (attr_find(data, "mailbox-id", &value, &len)) {
+		if (mailbox_id_valid(value, len)) {
+			memcpy(id_r, value, len);
+			id_r[len] = '\0';
+			ret = STORE_OK;
+		} else {
+			log_warn("store %s: %s: damaged mailbox-id, "
+				 "replacing it", user->name, path);
+		}
+	}
+	free(data);
+	return ret;
+}
+
+/* store_mailbox_id_add - give an older mailbox (or one whose id was
+   damaged) its id: the attribute file with its other lines kept and a
+   new mailbox-id line. User lock EX held, the id checked missing under
+   it. */
+static int store_mailbox_id_add(struct store_user *user, const char *dir,
+				char id_r[STORE_MAILBOX_ID_SIZE])
+{
+	char path[PATH_MAX], *data = NULL;
+	struct buffer buf;
+	size_t size = 0;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, MAILBOX_ATTR_FILE);
+	ret = store_file_read(user, path, &data, &size);
+	if (ret < 0 && ret != STORE_ERR_NOTFOUND)
+		return ret;
+	if ((ret = mailbox_id_generate(user, id_r)) < 0) {
+		free(data);
+		return ret;
+	}
+	buffer_init(&buf, 0);
+	for (const char *line = data; line != NULL && *line != '\0'; ) {
+		size_t len = strcspn(line, "\n");
+
+		if (strncmp(line, "mailbox-id ", 11) != 0) {
+			buffer_append(&buf, line, len);
+			buffer_append_str(&buf, "\n");
+		}
+		line += len;
+		if (*line == '\n')
+			line++;
+	}
+	buffer_printf(&buf, "mailbox-id %s\n", id_r);
+	ret = store_file_replace(user, path, buf.data, buf.used);
+	if (ret == STORE_OK)
+		log_info("store %s: mailbox %s got MAILBOXID %s", user->name,
+			 dir, id_r);
+	buffer_clear(&buf);
+	free(data);
+	return ret;
+}
+
 /* Create a Maildir (cur/ new/ tmp/ and our metadata) in dir, which must
    not exist yet. Caller holds the user lock EX. */
 static int store_maildir_create(struct store_user *user, const char *dir,
@@ -273,15 +422,8 @@ static int store_maildir_create(struct store_user *user, const char *dir,
 		if (fd >= 0)
 			(void)sio_close(sio, fd);
 	}
-	if (special_use != 0) {
-		char data[64];
-		int len = snprintf(data, sizeof(data), "special-use %u\n",
-				   special_use & STORE_SPECIAL_MASK);
-
-		snprintf(path, sizeof(path), "%s/%s", dir, MAILBOX_ATTR_FILE);
-		if ((ret = store_file_replace(user, path, data, (size_t)len)) < 0)
-			return ret;
-	}
+	if ((ret = store_mailbox_attrs_create(user, dir, special_use)) < 0)
+		return ret;
 	if ((ret = store_next_uidvalidity(user, &uidvalidity)) < 0)
 		return ret;
 	if ((ret = mailbox_metadata_init(user, dir, uidvalidity)) < 0)
@@ -740,16 +882,58 @@ unsigned int store_mailbox_special_use(struct store_user *user,
 				       const char *dir)
 {
 	char path[PATH_MAX], *data;
+	const char *value;
 	unsigned int special = 0;
-	size_t size;
+	size_t size, len;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, MAILBOX_ATTR_FILE);
 	if (store_file_read(user, path, &data, &size) != STORE_OK)
 		return 0;
-	if (sscanf(data, "special-use %u", &special) != 1)
+	if (!attr_find(data, "special-use", &value, &len) ||
+	    sscanf(value, "%u", &special) != 1)
 		special = 0;
 	free(data);
 	return special & STORE_SPECIAL_MASK;
+}
+
+int store_mailbox_id(struct store_user *user, const char *name,
+		     char id_r[STORE_MAILBOX_ID_SIZE])
+{
+	char *canonical, *dir;
+	unsigned int rights;
+	int ret;
+
+	if ((ret = store_mailbox_dir(user, name, &canonical, &dir)) < 0)
+		return ret;
+	if (user->requester != NULL) {
+		/* Whoever sees the mailbox may know its id. */
+		if ((ret = store_rights_get(user, canonical, &rights)) < 0)
+			goto out;
+		if ((rights & (ACL_RIGHT_LOOKUP | ACL_RIGHT_READ)) == 0) {
+			ret = store_rights_refuse(user, canonical, rights);
+			goto out;
+		}
+	}
+	ret = store_mailbox_id_read(user, dir, id_r);
+	if (ret != STORE_ERR_NOTFOUND)
+		goto out;
+	/* Older than MAILBOXID (or not there): look again under the lock
+	   that every writer of ids holds. */
+	if ((ret = store_user_lock(user, LOCK_MODE_EX)) < 0)
+		goto out;
+	if ((ret = store_dir_exists(user, dir)) == STORE_ERR_NOTFOUND) {
+		store_set_error(user, ret, "Mailbox doesn't exist: %s",
+				canonical);
+	} else if (ret == STORE_OK &&
+		   (ret = store_mailbox_id_read(user, dir, id_r)) ==
+		   STORE_ERR_NOTFOUND) {
+		ret = store_mailbox_id_add(user, dir, id_r);
+	}
+	store_user_unlock(user);
+out:
+	free(canonical);
+	free(dir);
+	return ret;
 }
 
 /* list_drop_invisible - a requester sees only the mailboxes on which

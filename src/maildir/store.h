@@ -13,7 +13,7 @@
  *       clustermail.cache                per mailbox: message cache (cache.c)
  *       clustermail.newseen              per mailbox: "new/ was empty" hint
  *       clustermail.acl                  per mailbox: RFC 4314 ACL, if any
- *       clustermail.mailbox              per mailbox: special-use etc.
+ *       clustermail.mailbox              per mailbox: special-use, MAILBOXID
  *       subscriptions, clustermail.quota, clustermail.uidvalidity  (user root)
  *   SPOOL/.locks/                        fcntl lock files
  *
@@ -133,6 +133,17 @@ int store_subscribe(struct store_user *user, const char *name, bool subscribe);
 int store_mailbox_exists(struct store_user *user, const char *name);
 /* Canonical form of a name ("inbox/x" -> "INBOX/x"); BADNAME if invalid. */
 int store_name_normalize(const char *name, char **canonical_r);
+
+/* RFC 8474 MAILBOXID: "F" and 32 hex digits from 128 random bits, made
+   when the mailbox is created and kept in its clustermail.mailbox, so
+   it stays with the mailbox across renames and a mailbox created again
+   under an old name gets a new one. A mailbox made before ids existed
+   gets its id at the first call, under the user lock EX (the lock that
+   creates, renames and deletes hold), so two nodes never give it two.
+   A requester needs to see the mailbox ("l" or "r"). */
+#define STORE_MAILBOX_ID_SIZE 34	/* with the NUL */
+int store_mailbox_id(struct store_user *user, const char *name,
+		     char id_r[STORE_MAILBOX_ID_SIZE]);
 
 /* ---- status ------------------------------------------------------------ */
 
@@ -281,6 +292,14 @@ struct mail_record {
 	int64_t savedate;		/* when this copy was stored */
 	const char *base;		/* unique file name, no ":2," part */
 };
+
+/* RFC 8474 EMAILID of a message: "M" and 32 hex digits, a hash of the
+   unique part of its base name. mailbox_copy() gives each copy a new
+   base name that carries the source's id as ",E=<id>", which then wins
+   over the hash: copies and moves keep the id, and two messages saved
+   or delivered separately have different ones. */
+#define MAILBOX_EMAIL_ID_SIZE 34	/* with the NUL */
+void mailbox_email_id(const char *base, char id_r[MAILBOX_EMAIL_ID_SIZE]);
 
 /* ---- saving: delivery and APPEND ----------------------------------------
  * store_save_begin() opens a file in tmp/; store_save_write() copies

@@ -182,11 +182,16 @@ def test_append_over_quota(server):
         ['* STATUS "INBOX" (MESSAGES 1)']
 
 
-def test_append_literal8_refused(server):
+def test_append_literal8_accepted(server):
+    """BINARY (RFC 3516): a literal8 message is taken, NUL bytes and all
+    (test_imap_rev2.py reads it back byte for byte)."""
     r = raw(server)
-    r.send("a APPEND INBOX ~{5}\r\n")
-    line = r.line()
-    assert line.startswith("a NO") or line.startswith("a BAD"), line
+    data = b"Subject: bin\r\n\r\n\x00\x01\r\n"
+    r.send(b"a APPEND INBOX ~{%d}\r\n" % len(data))
+    assert r.line().startswith("+"), "no continuation for literal8"
+    r.send(data + b"\r\n")
+    _, tagged = r.response("a")
+    assert tagged.startswith("a OK [APPENDUID"), tagged
     ok(r.cmd("b NOOP"))
 
 

@@ -257,7 +257,7 @@ def test_id_and_enable(d):
     r.login()
     untagged, tagged = r.cmd("E2 ENABLE UTF8=ACCEPT IMAP4rev2 X-UNKNOWN")
     assert tagged == "E2 OK ENABLE completed"
-    assert untagged == ["* ENABLED UTF8=ACCEPT"]    # IMAP4rev2: not yet
+    assert untagged == ["* ENABLED UTF8=ACCEPT IMAP4rev2"]
     untagged, _ = r.cmd("E3 ENABLE utf8=accept")
     assert untagged == ["* ENABLED"]    # nothing newly enabled
     assert r.cmd("E4 ENABLE")[1].startswith("E4 BAD")

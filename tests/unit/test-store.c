@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -322,6 +323,138 @@ START_TEST(test_append_copy_move)
 	mailbox_close(&arch);
 	mailbox_close(&inbox);
 	ck_assert_uint_eq(check_problems(u, NULL), 0);
+	store_user_close(&u);
+}
+END_TEST
+
+/* is_object_id - prefix and 32 lower-case hex digits (RFC 8474 alphabet) */
+static bool is_object_id(const char *id, char prefix)
+{
+	if (strlen(id) != 33 || id[0] != prefix)
+		return false;
+	for (size_t i = 1; i < 33; i++) {
+		if (strchr("0123456789abcdef", id[i]) == NULL)
+			return false;
+	}
+	return true;
+}
+
+START_TEST(test_mailbox_id)
+{
+	struct store_user *u = user_open(&n1, "olga@example.com");
+	struct store_user *u2 = user_open(&n2, "olga@example.com");
+	char inbox[STORE_MAILBOX_ID_SIZE], a[STORE_MAILBOX_ID_SIZE];
+	char id[STORE_MAILBOX_ID_SIZE], old[STORE_MAILBOX_ID_SIZE];
+	char path[PATH_MAX];
+	struct store_status st;
+	FILE *f;
+
+	ck_assert_int_eq(store_mailbox_id(u, "INBOX", inbox), 0);
+	ck_assert(is_object_id(inbox, 'F'));
+	ck_assert_int_eq(store_mailbox_create(u, "A", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "A/B", 0), 0);
+	ck_assert_int_eq(store_mailbox_id(u, "A", a), 0);
+	ck_assert(is_object_id(a, 'F'));
+	ck_assert_str_ne(a, inbox);
+	/* The other node sees the same id; a rename keeps it. */
+	ck_assert_int_eq(store_mailbox_id(u2, "A", id), 0);
+	ck_assert_str_eq(id, a);
+	ck_assert_int_eq(store_mailbox_rename(u, "A", "C"), 0);
+	ck_assert_int_eq(store_mailbox_id(u2, "C", id), 0);
+	ck_assert_str_eq(id, a);
+	ck_assert_int_eq(store_mailbox_id(u, "A", id), STORE_ERR_NOTFOUND);
+	/* The same name again is another mailbox. */
+	ck_assert_int_eq(store_mailbox_create(u, "A", 0), 0);
+	ck_assert_int_eq(store_mailbox_id(u, "A", id), 0);
+	ck_assert_str_ne(id, a);
+
+	/* A mailbox from before MAILBOXID: no attribute file, or one
+	   with only its special-use. Both nodes agree on the id it gets. */
+	ck_assert_int_eq(store_mailbox_create(u, "Old", STORE_SPECIAL_TRASH), 0);
+	snprintf(path, sizeof(path), "%s/.Old/clustermail.mailbox",
+		 store_user_path(u));
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fputs("special-use 1024\n", f);
+	fclose(f);
+	ck_assert_int_eq(store_mailbox_id(u2, "Old", old), 0);
+	ck_assert(is_object_id(old, 'F'));
+	ck_assert_int_eq(store_mailbox_id(u, "Old", id), 0);
+	ck_assert_str_eq(id, old);
+	ck_assert_int_eq(store_mailbox_status(u, "Old", &st), 0);
+	ck_assert_uint_eq(st.special_use, STORE_SPECIAL_TRASH);
+	snprintf(path, sizeof(path), "%s/.C.B/clustermail.mailbox",
+		 store_user_path(u));
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(store_mailbox_id(u, "C/B", id), 0);
+	ck_assert_int_eq(store_mailbox_id(u2, "C/B", old), 0);
+	ck_assert_str_eq(id, old);
+	/* A damaged id is replaced (logged); other lines stay. */
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fputs("mailbox-id F../..\nspecial-use 256\n", f);
+	fclose(f);
+	ck_assert_int_eq(store_mailbox_id(u, "C/B", id), 0);
+	ck_assert(is_object_id(id, 'F'));
+	ck_assert_int_eq(store_mailbox_id(u2, "C/B", old), 0);
+	ck_assert_str_eq(id, old);
+	ck_assert_int_eq(store_mailbox_status(u, "C/B", &st), 0);
+	ck_assert_uint_eq(st.special_use, STORE_SPECIAL_DRAFTS);
+	/* Another user learns the id only of a mailbox it can see. */
+	ck_assert_int_eq(store_mailbox_id(u, "C", a), 0);
+	store_user_set_requester(u2, "quentin@example.com");
+	ck_assert_int_eq(store_mailbox_id(u2, "C", id), STORE_ERR_NOTFOUND);
+	ck_assert_int_eq(store_acl_set(u, "C", "quentin@example.com", "l"), 0);
+	ck_assert_int_eq(store_mailbox_id(u2, "C", id), 0);
+	ck_assert_str_eq(id, a);
+	store_user_close(&u2);
+	store_user_close(&u);
+}
+END_TEST
+
+START_TEST(test_email_id)
+{
+	struct store_user *u = user_open(&n1, "paul@example.com");
+	char id1[MAILBOX_EMAIL_ID_SIZE], id2[MAILBOX_EMAIL_ID_SIZE];
+	char id[MAILBOX_EMAIL_ID_SIZE];
+	struct mailbox *inbox, *b, *c;
+	uint32_t uids[2] = { 1, 2 };
+
+	ck_assert_int_eq(store_mailbox_create(u, "B", 0), 0);
+	ck_assert_int_eq(store_mailbox_create(u, "C", 0), 0);
+	deliver(u, NULL, "Subject: same\n\nx\n", 0);
+	deliver(u, NULL, "Subject: same\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &inbox), 0);
+	ck_assert_uint_eq(mailbox_count(inbox), 2);
+	mailbox_email_id(mailbox_record(inbox, 0)->base, id1);
+	mailbox_email_id(mailbox_record(inbox, 1)->base, id2);
+	ck_assert(is_object_id(id1, 'M'));
+	ck_assert_str_ne(id1, id2);
+	/* Copies keep it, and copies of copies; so does a move. */
+	ck_assert_int_eq(mailbox_copy(inbox, uids, 2, "B", false, NULL, NULL,
+				      NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_open(u, "B", 0, &b), 0);
+	ck_assert_int_eq(mailbox_copy(b, uids, 1, "C", true, NULL, NULL,
+				      NULL, NULL), 0);
+	ck_assert_int_eq(mailbox_sync(b, 0, NULL), 0);
+	ck_assert_uint_eq(mailbox_count(b), 1);
+	mailbox_email_id(mailbox_record(b, 0)->base, id);
+	ck_assert_str_eq(id, id2);
+	ck_assert_int_eq(mailbox_open(u, "C", 0, &c), 0);
+	ck_assert_uint_eq(mailbox_count(c), 1);
+	mailbox_email_id(mailbox_record(c, 0)->base, id);
+	ck_assert_str_eq(id, id1);
+	ck_assert_str_ne(mailbox_record(c, 0)->base,
+			 mailbox_record(inbox, 0)->base);
+	/* Only a well-formed ",E=" counts; the rest is hashed. */
+	mailbox_email_id("123.M1P2Q3.x,E=bad,S=1,W=1", id);
+	mailbox_email_id("123.M1P2Q3.x,S=1,W=1", id1);
+	ck_assert_str_eq(id, id1);
+	mailbox_email_id("123.M1P2Q4.x", id2);
+	ck_assert_str_ne(id1, id2);
+	mailbox_close(&c);
+	mailbox_close(&b);
+	mailbox_close(&inbox);
+	ck_assert_uint_eq(check_problems(u, NULL), 0);
+	ck_assert_uint_eq(check_problems(u, "C"), 0);
 	store_user_close(&u);
 }
 END_TEST
@@ -1029,7 +1162,9 @@ START_TEST(test_estale_is_temporary)
 	deliver(u, NULL, "Subject: s\n\nx\n", 0);
 	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &box), 0);
 	mailbox_close(&box);
-	sio_inject_fault(n1.sio, SIO_OP_PREAD, ESTALE, 1);
+	/* Opening reads the attribute file (special-use: a failure there
+	   only loses the attribute) and then the index: both stale. */
+	sio_inject_fault(n1.sio, SIO_OP_PREAD, ESTALE, 2);
 	ck_assert_int_eq(mailbox_open(u, "INBOX", 0, &box), STORE_ERR_TEMP);
 	/* Path lookups that go stale are redone: no error at all. */
 	sio_inject_fault(n1.sio, SIO_OP_OPENAT, ESTALE, 2);
@@ -1560,6 +1695,8 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_store_expunge_two_nodes);
 	tcase_add_test(tc, test_append_copy_move);
 	tcase_add_test(tc, test_list_rename_delete);
+	tcase_add_test(tc, test_mailbox_id);
+	tcase_add_test(tc, test_email_id);
 	tcase_add_test(tc, test_compaction_and_reload);
 	tcase_add_test(tc, test_expunged_since);
 	tcase_add_test(tc, test_expunge_history_bounded);

@@ -22,8 +22,11 @@
  *
  * Message content: a NUL byte is not allowed in a message sent as a
  * plain literal (RFC 9051 4.3; only literal8 may carry it), so such a
- * message is refused with NO. Literal8 (BINARY APPEND) is not
- * supported: NO [CANNOT] before the data is sent.
+ * message is refused with NO. A message sent as literal8 (~{N}, BINARY
+ * APPEND, RFC 3516 4.4) may hold any octet and is stored as given, with
+ * the store's usual line-end handling (CRLF is kept as LF and read back
+ * as CRLF); its Content-Transfer-Encoding is not re-encoded (RFC 3516
+ * lets the server keep binary parts as they are).
  *
  * Another user's mailbox ("Other Users/<owner>/...", imap-util.h) is
  * opened in the owner's spool with MAILBOX_OPEN_INSERT: the store wants
@@ -111,11 +114,12 @@ static int append_open_target(struct append_context *ctx, const char *name)
 }
 
 /* append_copy_literal - literal -> save file (*has_nul_r: it had NUL
-   bytes; *store_ret_r: a write error). The literal is always read to its
-   end. Returns 0, or -1 when the connection is gone. */
+   bytes, which only a binary literal8 may store; *store_ret_r: a write
+   error). The literal is always read to its end. Returns 0, or -1 when
+   the connection is gone. */
 static int append_copy_literal(struct append_context *ctx,
-			       struct store_save *save, bool *has_nul_r,
-			       int *store_ret_r)
+			       struct store_save *save, bool binary,
+			       bool *has_nul_r, int *store_ret_r)
 {
 	ssize_t n;
 
@@ -125,16 +129,18 @@ static int append_copy_literal(struct append_context *ctx,
 					      APPEND_CHUNK_SIZE)) > 0) {
 		if (memchr(ctx->chunk, '\0', (size_t)n) != NULL)
 			*has_nul_r = true;
-		if (*store_ret_r == STORE_OK && !*has_nul_r)
+		if (*store_ret_r == STORE_OK && (!*has_nul_r || binary))
 			*store_ret_r = store_save_write(save, ctx->chunk,
 							(size_t)n);
 	}
 	return n < 0 ? -1 : 0;
 }
 
-/* append_save - read the accepted literal and append it */
+/* append_save - read the accepted literal and append it; literal8:
+   it was sent as ~{N} and may carry NUL bytes */
 static enum append_result append_save(struct append_context *ctx,
-				      const struct store_save_options *opts)
+				      const struct store_save_options *opts,
+				      bool literal8)
 {
 	struct imap_client *client = ctx->cmd->client;
 	struct store_save *save;
@@ -149,11 +155,11 @@ static enum append_result append_save(struct append_context *ctx,
 		return APPEND_REPLIED;
 	}
 	if (imap_command_literal_begin(ctx->cmd) < 0 ||
-	    append_copy_literal(ctx, save, &has_nul, &ret) < 0) {
+	    append_copy_literal(ctx, save, literal8, &has_nul, &ret) < 0) {
 		store_save_free(&save);
 		return APPEND_DEAD;
 	}
-	if (has_nul) {
+	if (has_nul && !literal8) {
 		store_save_free(&save);
 		imap_command_no(ctx->cmd, "Message contains NUL characters");
 		return APPEND_REPLIED;
@@ -182,10 +188,6 @@ static bool append_check_literal(struct append_context *ctx,
 
 	if (arg->type != IMAP_ARG_LITERAL_STREAM) {
 		imap_command_bad(ctx->cmd, "APPEND expects a message literal");
-		return false;
-	}
-	if (arg->literal8) {
-		imap_command_no(ctx->cmd, "[CANNOT] BINARY APPEND not supported");
 		return false;
 	}
 	if (arg->literal_size == 0) {
@@ -235,7 +237,7 @@ static enum append_result append_one(struct append_context *ctx,
 		keywords[keyword_count] = NULL;
 		opts.keywords = keywords;
 	}
-	res = append_save(ctx, &opts);
+	res = append_save(ctx, &opts, arg->literal8);
 out:
 	free(keywords);
 	return res;

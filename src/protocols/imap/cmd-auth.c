@@ -54,7 +54,7 @@ static const struct {
 	bool supported;
 } auth_enable_table[] = {
 	{ "UTF8=ACCEPT", IMAP_ENABLED_UTF8, true },
-	{ "IMAP4rev2", IMAP_ENABLED_REV2, false },
+	{ "IMAP4rev2", IMAP_ENABLED_REV2, true },
 	{ "CONDSTORE", IMAP_ENABLED_CONDSTORE, true },
 	{ "QRESYNC", IMAP_ENABLED_QRESYNC, true },
 };

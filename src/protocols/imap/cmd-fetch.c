@@ -16,8 +16,9 @@
  * so neither a huge message nor a huge sequence set is ever held in
  * memory. Only the UID array of the set is (4 bytes a message).
  *
- * Cheap items (UID, FLAGS, INTERNALDATE, RFC822.SIZE, MODSEQ) come from
- * the view and never open the file. ENVELOPE, BODY and BODYSTRUCTURE come
+ * Cheap items (UID, FLAGS, INTERNALDATE, RFC822.SIZE, MODSEQ, RFC 8514
+ * SAVEDATE, RFC 8474 EMAILID and THREADID) come from the view and never
+ * open the file. ENVELOPE, BODY and BODYSTRUCTURE come
  * from the mailbox cache when present; otherwise from the MIME tree, which
  * is itself cached (imap-fetch.c), and the text is added to the cache.
  *
@@ -57,6 +58,9 @@ enum fetch_kind {
 	FETCH_INTERNALDATE,
 	FETCH_RFC822_SIZE,
 	FETCH_MODSEQ,
+	FETCH_SAVEDATE,		/* RFC 8514 */
+	FETCH_EMAILID,		/* RFC 8474 */
+	FETCH_THREADID,		/* RFC 8474: always NIL */
 	FETCH_ENVELOPE,
 	FETCH_BODY,
 	FETCH_BODYSTRUCTURE,
@@ -314,6 +318,8 @@ static int simple_kind(const char *name, enum fetch_kind *kind_r)
 		{ "MODSEQ", FETCH_MODSEQ }, { "ENVELOPE", FETCH_ENVELOPE },
 		{ "BODY", FETCH_BODY },
 		{ "BODYSTRUCTURE", FETCH_BODYSTRUCTURE },
+		{ "SAVEDATE", FETCH_SAVEDATE }, { "EMAILID", FETCH_EMAILID },
+		{ "THREADID", FETCH_THREADID },
 	};
 	for (size_t i = 0; i < N_ELEMENTS(map); i++) {
 		if (strcasecmp(name, map[i].name) == 0) {
@@ -868,7 +874,10 @@ static bool write_view_item(struct fetch_context *ctx,
 			return true;	/* written by write_flags() */
 		item_sep(ctx);
 		(void)buffer_append_str(&ctx->out, "FLAGS (");
-		imap_flags_write(&ctx->out, ctx->box, rec->flags, rec->keywords);
+		imap_flags_write(&ctx->out, ctx->box,
+				 imap_client_visible_flags(ctx->client,
+							   rec->flags),
+				 rec->keywords);
 		(void)buffer_append_str(&ctx->out, ")");
 		return true;
 	case FETCH_INTERNALDATE:
@@ -886,6 +895,27 @@ static bool write_view_item(struct fetch_context *ctx,
 		(void)buffer_printf(&ctx->out, "MODSEQ (%llu)",
 				    (unsigned long long)rec->modseq);
 		return true;
+	case FETCH_SAVEDATE:
+		/* 0: saved before save dates were kept */
+		item_sep(ctx);
+		(void)buffer_append_str(&ctx->out, "SAVEDATE ");
+		if (rec->savedate == 0)
+			(void)buffer_append_str(&ctx->out, "NIL");
+		else
+			imap_date_time_write(&ctx->out, rec->savedate);
+		return true;
+	case FETCH_EMAILID: {
+		char id[MAILBOX_EMAIL_ID_SIZE];
+
+		mailbox_email_id(rec->base, id);
+		item_sep(ctx);
+		(void)buffer_printf(&ctx->out, "EMAILID (%s)", id);
+		return true;
+	}
+	case FETCH_THREADID:
+		item_sep(ctx);
+		(void)buffer_append_str(&ctx->out, "THREADID NIL");
+		return true;
 	default:
 		return false;
 	}
@@ -897,7 +927,9 @@ static void write_flags(struct fetch_context *ctx,
 {
 	item_sep(ctx);
 	(void)buffer_append_str(&ctx->out, "FLAGS (");
-	imap_flags_write(&ctx->out, ctx->box, rec->flags, rec->keywords);
+	imap_flags_write(&ctx->out, ctx->box,
+			 imap_client_visible_flags(ctx->client, rec->flags),
+			 rec->keywords);
 	(void)buffer_append_str(&ctx->out, ")");
 }
 
@@ -956,6 +988,11 @@ static int write_binary(struct fetch_context *ctx, struct imap_message *msg,
 	if (ret > 0 && cte != IMAP_CTE_IDENTITY &&
 	    imap_message_decoded_size(msg, cte, sd.start, sd.end, &size,
 				      &has_nul) < 0)
+		return 0;
+	/* identity: NUL bytes come only from a BINARY APPEND (literal8) */
+	if (ret > 0 && cte == IMAP_CTE_IDENTITY &&
+	    item->kind == FETCH_BINARY &&
+	    imap_message_has_nul(msg, sd.start, sd.end, &has_nul) < 0)
 		return 0;
 	item_sep(ctx);
 	if (item->kind == FETCH_BINARY_SIZE) {

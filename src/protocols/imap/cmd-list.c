@@ -216,7 +216,9 @@ static bool list_parse_return(struct list_context *ctx,
 		} else if (imap_arg_atom_equals(&list[i], "STATUS")) {
 			if (i + 1 >= count ||
 			    cmd_status_parse_items(&list[++i],
-						   &ctx->status_items) < 0)
+						   &ctx->status_items) < 0 ||
+			    !imap_status_items_allowed(ctx->client,
+						       ctx->status_items))
 				return false;
 			ctx->options |= RET_STATUS;
 		} else if (!imap_arg_atom_equals(&list[i], "CHILDREN") &&

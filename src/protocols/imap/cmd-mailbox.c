@@ -1,7 +1,8 @@
 /*
  * cmd-mailbox.c - mailbox management: CREATE, DELETE, RENAME, SUBSCRIBE,
  * UNSUBSCRIBE, STATUS and NAMESPACE (RFC 9051 6.3, RFC 6154 CREATE-
- * SPECIAL-USE, RFC 8438 STATUS=SIZE, RFC 7162 HIGHESTMODSEQ, RFC 2342).
+ * SPECIAL-USE, RFC 8438 STATUS=SIZE, RFC 7162 HIGHESTMODSEQ, RFC 2342,
+ * RFC 8474 MAILBOXID in CREATE's reply and as a STATUS item).
  *
  * Names arrive in the client's encoding (mUTF-7 for rev1, UTF-8 after
  * UTF8=ACCEPT or for rev2) and are converted with
@@ -49,6 +50,7 @@ static const struct {
 	{ "SIZE", STATUS_SIZE },
 	{ "HIGHESTMODSEQ", STATUS_HIGHESTMODSEQ },
 	{ "DELETED", STATUS_DELETED },
+	{ "MAILBOXID", STATUS_MAILBOXID },
 };
 
 /* args_count - top-level arguments before the EOL */
@@ -159,6 +161,7 @@ static int create_parse_use(const struct imap_arg *arg, unsigned int *use_r)
 int cmd_create(struct imap_command *cmd)
 {
 	struct imap_mailbox_ref ref;
+	char id[STORE_MAILBOX_ID_SIZE] = "";
 	unsigned int use;
 	char *name;
 	int ret;
@@ -178,10 +181,16 @@ int cmd_create(struct imap_command *cmd)
 	mailbox_strip_separator(name);
 	if ((ret = imap_mailbox_ref_get(cmd->client, name, &ref)) == STORE_OK) {
 		ret = store_mailbox_create(ref.user, ref.name, use);
+		/* RFC 8474: the new mailbox's id, when it can be told */
+		if (ret == STORE_OK &&
+		    store_mailbox_id(ref.user, ref.name, id) != STORE_OK)
+			id[0] = '\0';
 		imap_mailbox_ref_free(&ref);
 	}
 	if (ret < 0)
 		imap_command_store_error(cmd, ret, false);
+	else if (id[0] != '\0')
+		imap_command_ok(cmd, "[MAILBOXID (%s)] CREATE completed", id);
 	else
 		imap_command_ok(cmd, "CREATE completed");
 	free(name);
@@ -391,11 +400,26 @@ static int status_get(struct imap_client *client, const char *name,
 	return ret;
 }
 
+/* status_mailbox_id - the MAILBOXID of a mailbox that is not selected */
+static int status_mailbox_id(struct imap_client *client, const char *name,
+			     char id_r[STORE_MAILBOX_ID_SIZE])
+{
+	struct imap_mailbox_ref ref;
+	int ret;
+
+	if ((ret = imap_mailbox_ref_get(client, name, &ref)) < 0)
+		return ret;
+	ret = store_mailbox_id(ref.user, ref.name, id_r);
+	imap_mailbox_ref_free(&ref);
+	return ret;
+}
+
 /* cmd_status_send - "* STATUS name (...)"; 0, -1 = connection gone,
    or a negative store result (> -100) when the status is unavailable */
 int cmd_status_send(struct imap_client *client, const char *name,
 		    unsigned int items)
 {
+	char id[STORE_MAILBOX_ID_SIZE];
 	struct store_status st;
 	struct buffer buf;
 	const char *sep = "";
@@ -407,7 +431,13 @@ int cmd_status_send(struct imap_client *client, const char *name,
 		if (imap_sync(client, 0) < 0)
 			return -1;
 		mailbox_get_status(client->box, &st);
-	} else if ((ret = status_get(client, name, &st)) < 0) {
+		if ((items & STATUS_MAILBOXID) != 0 &&
+		    (ret = store_mailbox_id(mailbox_user(client->box),
+					    mailbox_name(client->box), id)) < 0)
+			return ret - 100;
+	} else if ((ret = status_get(client, name, &st)) < 0 ||
+		   ((items & STATUS_MAILBOXID) != 0 &&
+		    (ret = status_mailbox_id(client, name, id)) < 0)) {
 		return ret - 100;
 	}
 	buffer_init(&buf, 0);
@@ -417,9 +447,14 @@ int cmd_status_send(struct imap_client *client, const char *name,
 	for (size_t i = 0; i < N_ELEMENTS(status_items); i++) {
 		if ((items & status_items[i].bit) == 0)
 			continue;
-		buffer_printf(&buf, "%s%s %llu", sep, status_items[i].name,
-			      (unsigned long long)status_value(&st,
-							  status_items[i].bit));
+		if (status_items[i].bit == STATUS_MAILBOXID)
+			buffer_printf(&buf, "%s%s (%s)", sep,
+				      status_items[i].name, id);
+		else
+			buffer_printf(&buf, "%s%s %llu", sep,
+				      status_items[i].name,
+				      (unsigned long long)status_value(&st,
+						status_items[i].bit));
 		sep = " ";
 	}
 	buffer_append_str(&buf, ")\r\n");
@@ -438,6 +473,11 @@ int cmd_status(struct imap_command *cmd)
 	if (args_count(cmd->args) != 2 ||
 	    cmd_status_parse_items(&cmd->args[1], &items) < 0) {
 		imap_command_bad(cmd, "Invalid STATUS arguments");
+		return 0;
+	}
+	if (!imap_status_items_allowed(cmd->client, items)) {
+		imap_command_bad(cmd, "STATUS RECENT does not exist in "
+				 "IMAP4rev2");
 		return 0;
 	}
 	if ((name = mailbox_arg(cmd, &cmd->args[0])) == NULL)

@@ -6,8 +6,10 @@
  * a failed SELECT leaves the session in the authenticated state, so
  * there is no way back to the old mailbox. Then the view is opened (read-only for EXAMINE: it
  * never claims \Recent) and described: FLAGS, PERMANENTFLAGS, EXISTS,
- * RECENT and UNSEEN (rev1 only), UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ
- * (cheap here: the view carries it), and the tagged OK says READ-WRITE or
+ * RECENT and UNSEEN (rev1 only), LIST with the mailbox's name (rev2
+ * only, RFC 9051 6.3.2), UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ
+ * (cheap here: the view carries it), RFC 8474 MAILBOXID (one small file
+ * read), and the tagged OK says READ-WRITE or
  * READ-ONLY.
  *
  * Another user's mailbox ("Other Users/<owner>/<name>", imap-util.h) is
@@ -326,7 +328,9 @@ static int qr_send_changes(struct imap_client *client,
 		buf.used = 0;
 		buffer_printf(&buf, "* %u FETCH (UID %u FLAGS (", i + 1,
 			      rec->uid);
-		imap_flags_write(&buf, box, rec->flags, rec->keywords);
+		imap_flags_write(&buf, box,
+				 imap_client_visible_flags(client, rec->flags),
+				 rec->keywords);
 		buffer_printf(&buf, ") MODSEQ (%llu))\r\n",
 			      (unsigned long long)rec->modseq);
 		ret = imap_client_write(client, buf.data, buf.used);
@@ -358,6 +362,18 @@ static uint32_t select_first_unseen(struct mailbox *box)
 	return 0;
 }
 
+/* select_send_mailbox_id - "OK [MAILBOXID (id)]" (RFC 8474); left out
+   when the store cannot tell the id (logged there) */
+static int select_send_mailbox_id(struct imap_client *client)
+{
+	char id[STORE_MAILBOX_ID_SIZE];
+
+	if (store_mailbox_id(mailbox_user(client->box),
+			     mailbox_name(client->box), id) != STORE_OK)
+		return 0;
+	return imap_client_untagged(client, "OK [MAILBOXID (%s)] Ok", id);
+}
+
 /* select_describe - the untagged responses for a freshly opened view */
 static int select_describe(struct imap_client *client)
 {
@@ -386,7 +402,25 @@ static int select_describe(struct imap_client *client)
 	    imap_client_untagged(client, "OK [HIGHESTMODSEQ %llu] Highest",
 				 (unsigned long long)mailbox_highestmodseq(box)) < 0)
 		return -1;
-	return 0;
+	return select_send_mailbox_id(client);
+}
+
+/* select_send_list - IMAP4rev2 (RFC 9051 6.3.2): a LIST response gives
+   the selected mailbox's name as the server spells it (INBOX in upper
+   case, UTF-8); no attributes, the client asks LIST for those */
+static int select_send_list(struct imap_client *client, const char *name)
+{
+	struct buffer buf;
+	int ret;
+
+	if ((client->enabled & IMAP_ENABLED_REV2) == 0)
+		return 0;
+	buffer_init(&buf, 0);
+	(void)buffer_append_str(&buf, "LIST () \"/\" ");
+	imap_append_mailbox(&buf, client, name);
+	ret = imap_client_untagged(client, "%s", buffer_cstr(&buf));
+	buffer_clear(&buf);
+	return ret;
 }
 
 /* select_forget_changes - a fresh view has nothing to report yet; let
@@ -477,8 +511,8 @@ static int select_open_qr(struct imap_command *cmd, bool readonly,
 		return 0;
 	}
 	ret = select_open_view(client, box_name, readonly);
-	free(box_name);
 	if (ret < 0) {
+		free(box_name);
 		client->box = NULL;
 		imap_command_store_error(cmd, ret, false);
 		return 0;
@@ -494,7 +528,10 @@ static int select_open_qr(struct imap_command *cmd, bool readonly,
 		(client->enabled & (IMAP_ENABLED_CONDSTORE |
 				    IMAP_ENABLED_QRESYNC)) != 0;
 	client->exists_reported = mailbox_count(client->box);
-	if (select_describe(client) < 0 || select_qresync(client, qr) < 0)
+	ret = select_describe(client) < 0 ||
+		select_send_list(client, box_name) < 0 ? -1 : 0;
+	free(box_name);
+	if (ret < 0 || select_qresync(client, qr) < 0)
 		return -1;
 	imap_command_ok(cmd, "[%s] %s completed", readonly ? "READ-ONLY" :
 			"READ-WRITE", readonly ? "EXAMINE" : "SELECT");

@@ -181,7 +181,9 @@ static void store_write_fetch(struct imap_command *cmd, struct buffer *buf,
 	}
 	if (!silent) {
 		buffer_printf(buf, "%sFLAGS (", sep);
-		imap_flags_write(buf, client->box, rec->flags, rec->keywords);
+		imap_flags_write(buf, client->box,
+				 imap_client_visible_flags(client, rec->flags),
+				 rec->keywords);
 		buffer_append_str(buf, ")");
 		sep = " ";
 	}

@@ -113,12 +113,18 @@ struct imap_capability {
 
 static const struct imap_capability imap_capabilities[] = {
 	{ "IMAP4rev1", CAP_ALWAYS },
+	/* RFC 9051; ENABLE IMAP4rev2 switches the session (cmd-auth.c) */
+	{ "IMAP4rev2", CAP_ALWAYS },
 	{ "STARTTLS", CAP_STARTTLS },
 	{ "LOGINDISABLED", CAP_LOGIN_DISABLED },
 	{ "AUTH=PLAIN", CAP_LOGIN_ALLOWED },
 	{ "AUTH=LOGIN", CAP_LOGIN_ALLOWED },
 	{ "SASL-IR", CAP_ALWAYS },
+	/* LITERAL+ includes LITERAL- (RFC 7888), which IMAP4rev2 needs:
+	   RFC 7888 lets a server announce only one of the two */
 	{ "LITERAL+", CAP_ALWAYS },
+	/* RFC 3516: FETCH BINARY and APPEND of literal8 */
+	{ "BINARY", CAP_ALWAYS },
 	{ "ID", CAP_ALWAYS },
 	{ "ENABLE", CAP_ALWAYS },
 	{ "IDLE", CAP_ALWAYS },
@@ -150,6 +156,9 @@ static const struct imap_capability imap_capabilities[] = {
 	{ "QUOTA", CAP_ALWAYS },
 	{ "QUOTA=RES-STORAGE", CAP_ALWAYS },
 	{ "QUOTA=RES-MESSAGE", CAP_ALWAYS },
+	/* RFC 8514 and RFC 8474 */
+	{ "SAVEDATE", CAP_ALWAYS },
+	{ "OBJECTID", CAP_ALWAYS },
 };
 
 bool imap_client_login_allowed(const struct imap_client *client)

@@ -91,6 +91,7 @@ void imap_capability_string(const struct imap_client *client, char *buf,
 #define STATUS_SIZE		0x20
 #define STATUS_HIGHESTMODSEQ	0x40
 #define STATUS_DELETED		0x80
+#define STATUS_MAILBOXID	0x100	/* RFC 8474: not a number */
 struct imap_arg;
 /* Parse "(MESSAGES UNSEEN ...)" into STATUS_* bits; 0, or -1 = BAD. */
 int cmd_status_parse_items(const struct imap_arg *arg, unsigned int *items_r);

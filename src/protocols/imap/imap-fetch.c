@@ -326,6 +326,32 @@ int imap_message_stream(struct imap_message *msg, struct imap_client *client,
 
 /* ---- BINARY: removing the content-transfer-encoding ---------------------- */
 
+int imap_message_has_nul(struct imap_message *msg, uint64_t start,
+			 uint64_t end, bool *has_nul_r)
+{
+	unsigned char *buf;
+	int ret = 0;
+
+	*has_nul_r = false;
+	if (imap_message_open(msg) <= 0)
+		return -1;
+	buf = mem_zalloc(IMAP_FETCH_CHUNK);
+	while (start < end && !*has_nul_r) {
+		size_t want = end - start > IMAP_FETCH_CHUNK ?
+			IMAP_FETCH_CHUNK : (size_t)(end - start);
+		ssize_t n = message_pread(msg, buf, want, start);
+
+		if (n < 0)
+			ret = -1;
+		if (n <= 0)
+			break;
+		start += (uint64_t)n;
+		*has_nul_r = memchr(buf, '\0', (size_t)n) != NULL;
+	}
+	free(buf);
+	return ret;
+}
+
 /* Streaming decoder state for base64 and quoted-printable. */
 struct cte_decoder {
 	enum imap_cte cte;

@@ -86,6 +86,12 @@ enum imap_cte imap_cte_parse(const char *encoding);
 int imap_message_decoded_size(struct imap_message *msg, enum imap_cte cte,
 			      uint64_t start, uint64_t end, uint64_t *size_r,
 			      bool *has_nul_r);
+/* Whether the stored bytes [start, end) hold a NUL (a part without a
+   transfer encoding, e.g. stored from a BINARY APPEND: then BINARY[]
+   must be sent as literal8). Returns 0, or -1 when the file is gone or
+   unreadable. */
+int imap_message_has_nul(struct imap_message *msg, uint64_t start,
+			 uint64_t end, bool *has_nul_r);
 /* Stream a window of the decoded body, like imap_message_stream(). */
 int imap_message_stream_decoded(struct imap_message *msg,
 				struct imap_client *client, enum imap_cte cte,

@@ -13,7 +13,13 @@
  * server's local zone (the zone INTERNALDATE is shown in); SENTBEFORE/
  * SENTON/SENTSINCE the day written in the Date: header (its own zone,
  * as RFC 9051 says: time and zone disregarded), falling back to the
- * internal date when there is no parsable Date:.
+ * internal date when there is no parsable Date:. SAVEDBEFORE/SAVEDON/
+ * SAVEDSINCE (RFC 8514) compare the day of the save date, local zone,
+ * and the internal date for a message whose save date is unknown; every
+ * mailbox has save dates, so SAVEDATESUPPORTED is ALL.
+ *
+ * EMAILID (RFC 8474) compares mailbox_email_id() of the record; THREADID
+ * matches nothing, since FETCH THREADID is NIL (no thread ids).
  *
  * The message keys SORT and THREAD share (RFC 5256 base subject, sent
  * date, address keys) are in imap-sortkeys.c, which uses the header
@@ -43,6 +49,8 @@ enum search_type {
 	SEARCH_LARGER, SEARCH_SMALLER,
 	SEARCH_BEFORE, SEARCH_ON, SEARCH_SINCE,		/* internal date day */
 	SEARCH_SENTBEFORE, SEARCH_SENTON, SEARCH_SENTSINCE,
+	SEARCH_SAVEDBEFORE, SEARCH_SAVEDON, SEARCH_SAVEDSINCE,	/* save date */
+	SEARCH_EMAILID, SEARCH_THREADID,	/* field: the object id */
 	SEARCH_OLDER, SEARCH_YOUNGER,
 	SEARCH_UIDS,		/* sequence set or UID set */
 	SEARCH_MODSEQ,
@@ -342,6 +350,29 @@ static struct search_node *parse_date_key(struct search_parser *p,
 	return node;
 }
 
+/* parse_objectid_key - EMAILID/THREADID objectid (RFC 8474: 1*255 of
+   ALPHA, DIGIT, "_" and "-") */
+static struct search_node *parse_objectid_key(struct search_parser *p,
+					      enum search_type type)
+{
+	struct search_node *node;
+	const char *str;
+	size_t len;
+
+	str = next_astring(p, &len);
+	if (str == NULL || len == 0 || len > 255 || strlen(str) != len)
+		return parser_fail(p, IMAP_SEARCH_PARSE_BAD, "Invalid object id");
+	for (size_t i = 0; i < len; i++) {
+		if (!isalnum((unsigned char)str[i]) && str[i] != '_' &&
+		    str[i] != '-')
+			return parser_fail(p, IMAP_SEARCH_PARSE_BAD,
+					   "Invalid object id");
+	}
+	node = node_new(type);
+	node->field = mem_strdup(str);
+	return node;
+}
+
 /* parse_modseq_key - MODSEQ ["entry" type] n (RFC 7162) */
 static struct search_node *parse_modseq_key(struct search_parser *p)
 {
@@ -492,7 +523,7 @@ static struct search_node *typed_key(struct search_parser *p, const char *name,
 		const char *name;
 		enum search_type type;
 		char kind;	/* s: string, h: header field, n: number,
-				   d: date */
+				   d: date, o: object id */
 		const char *field;
 	} map[] = {
 		{ "BCC", SEARCH_HEADER, 'h', "Bcc" },
@@ -513,6 +544,11 @@ static struct search_node *typed_key(struct search_parser *p, const char *name,
 		{ "SENTBEFORE", SEARCH_SENTBEFORE, 'd', NULL },
 		{ "SENTON", SEARCH_SENTON, 'd', NULL },
 		{ "SENTSINCE", SEARCH_SENTSINCE, 'd', NULL },
+		{ "SAVEDBEFORE", SEARCH_SAVEDBEFORE, 'd', NULL },
+		{ "SAVEDON", SEARCH_SAVEDON, 'd', NULL },
+		{ "SAVEDSINCE", SEARCH_SAVEDSINCE, 'd', NULL },
+		{ "EMAILID", SEARCH_EMAILID, 'o', NULL },
+		{ "THREADID", SEARCH_THREADID, 'o', NULL },
 	};
 
 	*known_r = true;
@@ -524,6 +560,8 @@ static struct search_node *typed_key(struct search_parser *p, const char *name,
 			return parse_number_key(p, map[i].type);
 		case 'd':
 			return parse_date_key(p, map[i].type);
+		case 'o':
+			return parse_objectid_key(p, map[i].type);
 		default:
 			return parse_string_key(p, map[i].type, map[i].field);
 		}
@@ -544,8 +582,15 @@ static struct search_node *parse_atom_key(struct search_parser *p,
 	if (isdigit((unsigned char)atom[0]) || atom[0] == '*' ||
 	    atom[0] == '$')
 		return parse_set_key(p, atom, false);
-	if (strcasecmp(atom, "ALL") == 0)
+	if (strcasecmp(atom, "ALL") == 0 ||
+	    strcasecmp(atom, "SAVEDATESUPPORTED") == 0)
 		return node_new(SEARCH_ALL);
+	/* RFC 9051 has no \Recent: RECENT, NEW and OLD are rev1 keys */
+	if ((p->prog->client->enabled & IMAP_ENABLED_REV2) != 0 &&
+	    (strcasecmp(atom, "RECENT") == 0 || strcasecmp(atom, "NEW") == 0 ||
+	     strcasecmp(atom, "OLD") == 0))
+		return parser_fail(p, IMAP_SEARCH_PARSE_BAD,
+				   "No \\Recent in IMAP4rev2");
 	if ((node = flags_key(atom)) != NULL)
 		return node;
 	if (strcasecmp(atom, "NOT") == 0)
@@ -994,13 +1039,17 @@ static bool match_date(struct search_message *m, const struct search_node *node)
 {
 	bool sent = node->type == SEARCH_SENTBEFORE ||
 		node->type == SEARCH_SENTON || node->type == SEARCH_SENTSINCE;
-	int64_t day = sent ? sent_day(m) : local_day(m->rec->internaldate);
+	bool saved = node->type == SEARCH_SAVEDBEFORE ||
+		node->type == SEARCH_SAVEDON || node->type == SEARCH_SAVEDSINCE;
+	int64_t day = sent ? sent_day(m) :
+		local_day(saved && m->rec->savedate != 0 ?
+			  m->rec->savedate : m->rec->internaldate);
 	int64_t want = (int64_t)node->num;
 
 	switch (node->type) {
-	case SEARCH_BEFORE: case SEARCH_SENTBEFORE:
+	case SEARCH_BEFORE: case SEARCH_SENTBEFORE: case SEARCH_SAVEDBEFORE:
 		return day < want;
-	case SEARCH_ON: case SEARCH_SENTON:
+	case SEARCH_ON: case SEARCH_SENTON: case SEARCH_SAVEDON:
 		return day == want;
 	default:
 		return day >= want;
@@ -1069,6 +1118,14 @@ static bool node_match(struct search_message *m, const struct search_node *node)
 				sizeof(uint32_t), uid_cmp) != NULL;
 	case SEARCH_MODSEQ:
 		return rec->modseq >= node->num;
+	case SEARCH_EMAILID: {
+		char id[MAILBOX_EMAIL_ID_SIZE];
+
+		mailbox_email_id(rec->base, id);
+		return strcmp(id, node->field) == 0;
+	}
+	case SEARCH_THREADID:
+		return false;
 	case SEARCH_HEADER:
 		return match_header(m, node);
 	case SEARCH_BODY:

@@ -136,7 +136,9 @@ static int sync_send_fetch(struct imap_client *client, uint32_t uid,
 		return 0;
 	buffer_init(&buf, 0);
 	buffer_printf(&buf, "* %u FETCH (UID %u FLAGS (", idx + 1, uid);
-	imap_flags_write(&buf, client->box, rec->flags, rec->keywords);
+	imap_flags_write(&buf, client->box,
+			 imap_client_visible_flags(client, rec->flags),
+			 rec->keywords);
 	buffer_append_str(&buf, ")");
 	if (client->condstore_active)
 		buffer_printf(&buf, " MODSEQ (%llu)",

@@ -13,6 +13,7 @@
 #include "maildir/name.h"
 #include "maildir/store.h"
 #include "imap-client.h"
+#include "imap-commands.h"
 #include "imap-util.h"
 
 #include <stdio.h>
@@ -316,6 +317,21 @@ int imap_flags_parse(const struct imap_arg *arg, uint32_t *flags_r,
 	*keywords_r = keywords;
 	*keyword_count_r = kw_count;
 	return 0;
+}
+
+uint32_t imap_client_visible_flags(const struct imap_client *client,
+				   uint32_t flags)
+{
+	if ((client->enabled & IMAP_ENABLED_REV2) != 0)
+		flags &= ~(uint32_t)MAIL_RECENT;
+	return flags;
+}
+
+bool imap_status_items_allowed(const struct imap_client *client,
+			       unsigned int items)
+{
+	return (client->enabled & IMAP_ENABLED_REV2) == 0 ||
+		(items & STATUS_RECENT) == 0;
 }
 
 void imap_flags_write(struct buffer *out, struct mailbox *box, uint32_t flags,

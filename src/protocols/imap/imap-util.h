@@ -58,6 +58,14 @@ int imap_flags_parse(const struct imap_arg *arg, uint32_t *flags_r,
 /* "\Seen \Flagged kw1" (no parentheses) for a record of the view. */
 void imap_flags_write(struct buffer *out, struct mailbox *box,
 		      uint32_t flags, uint64_t keywords);
+/* The flags of a record as this session may see them: without \Recent
+   after ENABLE IMAP4rev2 (RFC 9051 has no such flag). */
+uint32_t imap_client_visible_flags(const struct imap_client *client,
+				   uint32_t flags);
+/* STATUS items (STATUS_* bits) the session may ask for: no RECENT after
+   ENABLE IMAP4rev2. */
+bool imap_status_items_allowed(const struct imap_client *client,
+			       unsigned int items);
 
 /* ---- strings ------------------------------------------------------- */
 /* Append str as an IMAP string: quoted when it can be ("..." with \" and
