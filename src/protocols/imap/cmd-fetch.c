@@ -437,62 +437,6 @@ static bool modifiers_parse(struct fetch_context *ctx,
 	return true;
 }
 
-/* vanished_range - append "a" or "a:b" to the set in out */
-static void vanished_range(struct buffer *out, uint32_t a, uint32_t b)
-{
-	if (out->used > 0)
-		buffer_append_byte(out, ',');
-	if (a == b)
-		buffer_printf(out, "%u", a);
-	else
-		buffer_printf(out, "%u:%u", a, b);
-}
-
-/* vanished_unseen - the UIDs of first..last that the view lacks */
-static void vanished_unseen(struct buffer *out, struct mailbox *box,
-			    uint32_t first, uint32_t last)
-{
-	uint32_t count = mailbox_count(box), lo = 0, hi = count, next = first;
-
-	while (lo < hi) {	/* the first record at or above first */
-		uint32_t mid = lo + (hi - lo) / 2;
-
-		if (mailbox_record(box, mid)->uid < first)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (; lo < count && next <= last; lo++) {
-		uint32_t uid = mailbox_record(box, lo)->uid;
-
-		if (uid > last)
-			break;
-		if (uid > next)
-			vanished_range(out, next, uid - 1);
-		next = uid + 1;
-	}
-	if (next <= last && next != 0)
-		vanished_range(out, next, last);
-}
-
-/* vanished_set_contains - is uid in the (sorted, merged) set? */
-static bool vanished_set_contains(const struct imap_seqset *set, uint32_t uid)
-{
-	size_t lo = 0, hi = set->count;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (uid < set->ranges[mid].first)
-			hi = mid;
-		else if (uid > set->ranges[mid].last)
-			lo = mid + 1;
-		else
-			return true;
-	}
-	return false;
-}
-
 /* vanished_send - "* VANISHED (EARLIER) uids" for the UID set */
 static int vanished_send(struct fetch_context *ctx,
 			 const struct imap_seqset *set)
@@ -509,14 +453,14 @@ static int vanished_send(struct fetch_context *ctx,
 	(void)mailbox_expunged_since(ctx->box, ctx->changedsince, &uids,
 				     &count, &complete);
 	for (size_t i = 0; complete && i < count; i++) {
-		if (vanished_set_contains(set, uids[i]) &&
+		if (imap_seqset_contains(set, uids[i]) &&
 		    mailbox_lookup_uid(ctx->box, uids[i], NULL) == NULL)
-			vanished_range(&out, uids[i], uids[i]);
+			imap_seqset_append_range(&out, uids[i], uids[i]);
 	}
 	for (size_t i = 0; !complete && i < set->count; i++) {
 		if (set->ranges[i].first > top)
 			break;
-		vanished_unseen(&out, ctx->box, set->ranges[i].first,
+		imap_seqset_append_missing(&out, ctx->box, set->ranges[i].first,
 				set->ranges[i].last < top ?
 				set->ranges[i].last : top);
 	}

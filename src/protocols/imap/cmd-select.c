@@ -144,65 +144,6 @@ static bool select_parse_params(const struct imap_arg *arg, bool *condstore_r,
 	return true;
 }
 
-/* qr_set_contains - is uid in the (sorted, merged) set? '*' counts as
-   the highest UID */
-static bool qr_set_contains(const struct imap_seqset *set, uint32_t uid)
-{
-	size_t lo = 0, hi = set->count;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (uid < set->ranges[mid].first)
-			hi = mid;
-		else if (uid > set->ranges[mid].last)
-			lo = mid + 1;
-		else
-			return true;
-	}
-	return false;
-}
-
-/* qr_write_range - append "a" or "a:b" to a UID set being written */
-static void qr_write_range(struct buffer *buf, uint32_t a, uint32_t b)
-{
-	if (buf->used > 0)
-		buffer_append_byte(buf, ',');
-	if (a == b)
-		buffer_printf(buf, "%u", a);
-	else
-		buffer_printf(buf, "%u:%u", a, b);
-}
-
-/* qr_missing_range - the UIDs of first..last not in the view, as ranges */
-static void qr_missing_range(struct buffer *buf, struct mailbox *box,
-			     uint32_t first, uint32_t last)
-{
-	uint32_t count = mailbox_count(box), idx = 0, next = first;
-
-	/* The first record at or above first (binary search). */
-	for (uint32_t lo = 0, hi = count; lo < hi;) {
-		uint32_t mid = lo + (hi - lo) / 2;
-
-		if (mailbox_record(box, mid)->uid < first)
-			lo = mid + 1;
-		else
-			hi = mid;
-		idx = lo;
-	}
-	for (; idx < count && next <= last; idx++) {
-		uint32_t uid = mailbox_record(box, idx)->uid;
-
-		if (uid > last)
-			break;
-		if (uid > next)
-			qr_write_range(buf, next, uid - 1);
-		next = uid + 1;
-	}
-	if (next <= last && next != 0)
-		qr_write_range(buf, next, last);
-}
-
 /* A cursor over the numbers of a sorted set. */
 struct qr_cursor {
 	const struct imap_seqset *set;
@@ -260,7 +201,7 @@ static void qr_vanished_all(struct buffer *buf, struct mailbox *box,
 	if (floor >= top)
 		return;
 	if (!qr->have_known) {
-		qr_missing_range(buf, box, floor + 1, top);
+		imap_seqset_append_missing(buf, box, floor + 1, top);
 		return;
 	}
 	for (size_t i = 0; i < qr->known.count; i++) {
@@ -271,7 +212,7 @@ static void qr_vanished_all(struct buffer *buf, struct mailbox *box,
 			break;
 		if (last <= floor)
 			continue;
-		qr_missing_range(buf, box, first > floor ? first : floor + 1,
+		imap_seqset_append_missing(buf, box, first > floor ? first : floor + 1,
 				 last < top ? last : top);
 	}
 }
@@ -294,10 +235,10 @@ static int qr_send_vanished(struct imap_client *client,
 	} else {
 		for (size_t i = 0; i < count; i++) {
 			if ((qr->have_known &&
-			     !qr_set_contains(&qr->known, uids[i])) ||
+			     !imap_seqset_contains(&qr->known, uids[i])) ||
 			    mailbox_lookup_uid(client->box, uids[i], NULL) != NULL)
 				continue;
-			qr_write_range(&buf, uids[i], uids[i]);
+			imap_seqset_append_range(&buf, uids[i], uids[i]);
 		}
 	}
 	free(uids);
@@ -323,7 +264,7 @@ static int qr_send_changes(struct imap_client *client,
 		const struct mail_record *rec = mailbox_record(box, i);
 
 		if (rec->modseq <= qr->modseq ||
-		    (qr->have_known && !qr_set_contains(&qr->known, rec->uid)))
+		    (qr->have_known && !imap_seqset_contains(&qr->known, rec->uid)))
 			continue;
 		buf.used = 0;
 		buffer_printf(&buf, "* %u FETCH (UID %u FLAGS (", i + 1,

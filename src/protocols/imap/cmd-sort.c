@@ -277,35 +277,12 @@ static bool sort_args_parse(struct sort_context *ctx,
 			    struct imap_search_program **prog_r)
 {
 	const struct imap_arg *args = ctx->cmd->args;
-	const char *charset, *error;
-	int ret;
 
 	if (!criteria_parse(ctx, &args[0])) {
 		imap_command_bad(ctx->cmd, "Invalid sort criteria");
 		return false;
 	}
-	if (!imap_arg_get_astring(&args[1], &charset)) {
-		imap_command_bad(ctx->cmd, "Missing charset");
-		return false;
-	}
-	if (!imap_search_charset_ok(charset)) {
-		imap_command_no(ctx->cmd, "[BADCHARSET (UTF-8 US-ASCII)] "
-				"Unsupported charset");
-		return false;
-	}
-	if (imap_arg_is_eol(&args[2])) {
-		imap_command_bad(ctx->cmd, "Missing search keys");
-		return false;
-	}
-	ret = imap_search_parse(ctx->client, &args[2], charset, prog_r, &error);
-	if (ret == IMAP_SEARCH_PARSE_OK)
-		return true;
-	if (ret == IMAP_SEARCH_PARSE_BADCHARSET)
-		imap_command_no(ctx->cmd, "[BADCHARSET (UTF-8 US-ASCII)] %s",
-				error);
-	else
-		imap_command_bad(ctx->cmd, "%s", error);
-	return false;
+	return imap_search_parse_charset_keys(ctx->cmd, &args[1], prog_r);
 }
 
 /* entries_free - free the entries and their keys */

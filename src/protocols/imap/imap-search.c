@@ -686,6 +686,36 @@ bool imap_search_charset_ok(const char *charset)
 		mime_charset_is_known(charset);
 }
 
+bool imap_search_parse_charset_keys(struct imap_command *cmd,
+				    const struct imap_arg *args,
+				    struct imap_search_program **program_r)
+{
+	const char *charset, *error;
+	int ret;
+
+	if (!imap_arg_get_astring(&args[0], &charset)) {
+		imap_command_bad(cmd, "Missing charset");
+		return false;
+	}
+	if (!imap_search_charset_ok(charset)) {
+		imap_command_no(cmd, "[BADCHARSET (UTF-8 US-ASCII)] "
+				"Unsupported charset");
+		return false;
+	}
+	if (imap_arg_is_eol(&args[1])) {
+		imap_command_bad(cmd, "Missing search keys");
+		return false;
+	}
+	ret = imap_search_parse(cmd->client, &args[1], charset, program_r, &error);
+	if (ret == IMAP_SEARCH_PARSE_OK)
+		return true;
+	if (ret == IMAP_SEARCH_PARSE_BADCHARSET)
+		imap_command_no(cmd, "[BADCHARSET (UTF-8 US-ASCII)] %s", error);
+	else
+		imap_command_bad(cmd, "%s", error);
+	return false;
+}
+
 /* imap_search_parse - the whole program */
 int imap_search_parse(struct imap_client *client, const struct imap_arg *args,
 		      const char *charset,

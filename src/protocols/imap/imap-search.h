@@ -58,6 +58,13 @@ bool imap_search_match(struct imap_search_program *program,
 bool imap_search_uses_modseq(const struct imap_search_program *program);
 /* Is charset one SEARCH accepts? */
 bool imap_search_charset_ok(const char *charset);
+/* SORT and THREAD: "charset search-key..." at args, parsed for cmd's
+   client. true with *program_r, or false after a BAD or NO [BADCHARSET]
+   reply to cmd. */
+struct imap_command;
+bool imap_search_parse_charset_keys(struct imap_command *cmd,
+				    const struct imap_arg *args,
+				    struct imap_search_program **program_r);
 
 /* ---- message keys shared by SORT and THREAD (RFC 5256) ---------------
  * The header fields sort and thread keys are made of, read per message

@@ -213,6 +213,16 @@ int imap_seqset_to_uids(struct imap_client *client,
 	return 0;
 }
 
+void imap_seqset_append_range(struct buffer *out, uint32_t a, uint32_t b)
+{
+	if (out->used > 0)
+		(void)buffer_append_byte(out, ',');
+	if (a == b)
+		(void)buffer_printf(out, "%u", a);
+	else
+		(void)buffer_printf(out, "%u:%u", a, b);
+}
+
 void imap_seqset_write_uids(struct buffer *out, const uint32_t *uids,
 			    size_t count)
 {
@@ -229,6 +239,49 @@ void imap_seqset_write_uids(struct buffer *out, const uint32_t *uids,
 			(void)buffer_printf(out, "%u:%u", uids[i], uids[j]);
 		i = j + 1;
 	}
+}
+
+bool imap_seqset_contains(const struct imap_seqset *set, uint32_t num)
+{
+	size_t lo = 0, hi = set->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (num < set->ranges[mid].first)
+			hi = mid;
+		else if (num > set->ranges[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+void imap_seqset_append_missing(struct buffer *out, struct mailbox *box,
+				uint32_t first, uint32_t last)
+{
+	uint32_t count = mailbox_count(box), lo = 0, hi = count, next = first;
+
+	while (lo < hi) {	/* the first record at or above first */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (mailbox_record(box, mid)->uid < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < count && next <= last; lo++) {
+		uint32_t uid = mailbox_record(box, lo)->uid;
+
+		if (uid > last)
+			break;
+		if (uid > next)
+			imap_seqset_append_range(out, next, uid - 1);
+		next = uid + 1;
+	}
+	if (next <= last && next != 0)
+		imap_seqset_append_range(out, next, last);
 }
 
 /* ---- flags ------------------------------------------------------------ */

@@ -46,6 +46,16 @@ int imap_seqset_to_uids(struct imap_client *client,
 /* Write a sorted UID array as a compact set ("1:3,7") into out. */
 void imap_seqset_write_uids(struct buffer *out, const uint32_t *uids,
 			    size_t count);
+/* Append "a" or "a:b" to a set being written in out (with a ',' when out
+   already holds something). */
+void imap_seqset_append_range(struct buffer *out, uint32_t a, uint32_t b);
+/* Is num in the set (its ranges sorted and merged)? */
+bool imap_seqset_contains(const struct imap_seqset *set, uint32_t num);
+/* Append, as ranges, the UIDs of first..last that the view of box does
+   not have (QRESYNC and FETCH VANISHED (EARLIER) report those). */
+struct mailbox;
+void imap_seqset_append_missing(struct buffer *out, struct mailbox *box,
+				uint32_t first, uint32_t last);
 
 /* ---- flags --------------------------------------------------------- */
 /* Parse a flag list (or a single flag atom) into MAIL_* bits and keyword
