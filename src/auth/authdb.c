@@ -145,6 +145,15 @@ enum authdb_result authdb_verify(const char *users_file, const char *address,
 	return AUTHDB_OK;
 }
 
+int authdb_verify_job(void *arg)
+{
+	struct authdb_verify_job *job = arg;
+
+	job->result = authdb_verify(job->users_file, job->address,
+				    job->password, &job->user, &job->reason);
+	return 0;
+}
+
 int authdb_user_exists(const char *users_file, const char *address)
 {
 	char *lower = str_lcase(mem_strdup(address));

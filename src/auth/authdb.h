@@ -39,6 +39,17 @@ enum authdb_result authdb_verify(const char *users_file, const char *address,
 				 const char *password, char **user_r,
 				 const char **reason_r);
 
+/* authdb_verify() packaged for a blocking pool (ioloop_run_blocking(),
+   linesession_run_blocking()): fill the inputs, run authdb_verify_job()
+   there with the job as its argument, read the results on the loop. */
+struct authdb_verify_job {
+	const char *users_file, *address, *password;	/* in */
+	enum authdb_result result;			/* out */
+	char *user;		/* out: canonical address on OK (caller frees) */
+	const char *reason;	/* out: static text for the log */
+};
+int authdb_verify_job(void *job);
+
 /* Is address (any case) a user of users_file? 1 yes, 0 no, -1 the file
    is unavailable (logged). BLOCKING like authdb_verify(). For mail
    delivery (SMTP RCPT, LMTP, the queue runner), not for logins. */

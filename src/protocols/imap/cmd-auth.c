@@ -193,25 +193,12 @@ int cmd_starttls(struct imap_command *cmd)
 
 /* ---- the login itself ------------------------------------------------------ */
 
+/* A wait of the session coroutine: a pool job or a delay. */
 struct auth_job {
 	struct io_request req;
 	struct coro *coro;
 	bool done;
-	const char *users_file, *address, *password;
-	enum authdb_result result;
-	char *user;
-	const char *reason;
 };
-
-/* auth_job_work - on the blocking pool: the password check */
-static int auth_job_work(void *arg)
-{
-	struct auth_job *job = arg;
-
-	job->result = authdb_verify(job->users_file, job->address,
-				    job->password, &job->user, &job->reason);
-	return 0;
-}
 
 /* auth_job_done - back on the loop: continue the session */
 static void auth_job_done(struct io_request *req, int result ATTR_UNUSED)
@@ -222,9 +209,9 @@ static void auth_job_done(struct io_request *req, int result ATTR_UNUSED)
 	coro_resume(job->coro);
 }
 
-/* auth_wait - run the job on the pool (work != NULL) or sleep msecs on
-   the loop, from the session coroutine */
-static void auth_wait(struct auth_job *job, int (*work)(void *arg),
+/* auth_wait - run work(arg) on the pool (work != NULL) or sleep msecs
+   on the loop, from the session coroutine */
+static void auth_wait(struct auth_job *job, int (*work)(void *arg), void *arg,
 		      uint64_t msecs)
 {
 	struct ioloop *loop = coro_get_loop(coro_current());
@@ -233,7 +220,7 @@ static void auth_wait(struct auth_job *job, int (*work)(void *arg),
 	job->done = false;
 	io_request_init(&job->req, auth_job_done, job);
 	if (work != NULL)
-		ioloop_run_blocking(loop, &job->req, work, job);
+		ioloop_run_blocking(loop, &job->req, work, arg);
 	else
 		io_timeout(loop, &job->req, msecs);
 	while (!job->done)
@@ -306,13 +293,13 @@ static int auth_failed(struct imap_command *cmd, const char *address,
 		       const char *mech, const char *reason)
 {
 	struct imap_client *client = cmd->client;
-	struct auth_job delay = { .reason = NULL };
+	struct auth_job delay = { .done = false };
 
 	log_id_info(client->id, "login failed: user=%s ip=%s mech=%s: %s",
 		    address, client->peer_ip, mech, reason);
 	authdb_ip_failed(client->peer_ip);
 	if (client->set->auth_failure_delay_msecs > 0)
-		auth_wait(&delay, NULL, client->set->auth_failure_delay_msecs);
+		auth_wait(&delay, NULL, NULL, client->set->auth_failure_delay_msecs);
 	imap_command_no(cmd, "[AUTHENTICATIONFAILED] Authentication failed");
 	return 0;
 }
@@ -322,25 +309,27 @@ static int auth_login(struct imap_command *cmd, const char *address,
 		      const char *password, const char *mech)
 {
 	struct imap_client *client = cmd->client;
-	struct auth_job job = {
+	struct authdb_verify_job job = {
 		.users_file = client->set->users_file,
 		.address = address,
 		.password = password,
 	};
+	struct auth_job wait = { .done = false };
 	char caps[2048];
 
 	if (authdb_ip_blocked(client->peer_ip, client->set->auth_max_failures)) {
 		log_id_info(client->id, "login refused: ip=%s: too many failures",
 			    client->peer_ip);
 		if (client->set->auth_failure_delay_msecs > 0)
-			auth_wait(&job, NULL, client->set->auth_failure_delay_msecs);
+			auth_wait(&wait, NULL, NULL,
+				  client->set->auth_failure_delay_msecs);
 		imap_command_no(cmd, "[UNAVAILABLE] Too many failed logins; "
 				"try again later");
 		return 0;
 	}
 	if (strlen(password) > PASSWORD_MAX_LEN || password[0] == '\0')
 		return auth_failed(cmd, address, mech, "unusable password");
-	auth_wait(&job, auth_job_work, 0);
+	auth_wait(&wait, authdb_verify_job, &job, 0);
 	if (job.result == AUTHDB_TEMPFAIL) {
 		log_id_error(client->id, "login: user=%s ip=%s: %s", address,
 			     client->peer_ip, job.reason);

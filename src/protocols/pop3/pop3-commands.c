@@ -52,25 +52,6 @@ struct pop3_command_def {
 	int (*handler)(struct pop3_client *client, const char *args);
 };
 
-/* ---- blocking pool ------------------------------------------------------ */
-
-struct auth_job {
-	const char *users_file, *address, *password;
-	enum authdb_result result;
-	char *user;
-	const char *reason;
-};
-
-/* auth_job_work - on the blocking pool: the password check */
-static int auth_job_work(void *arg)
-{
-	struct auth_job *job = arg;
-
-	job->result = authdb_verify(job->users_file, job->address,
-				    job->password, &job->user, &job->reason);
-	return 0;
-}
-
 /* ---- login -------------------------------------------------------------------- */
 
 /* login_open_store - open (first login: create) the spool, snapshot INBOX */
@@ -129,7 +110,7 @@ static int login_failed(struct pop3_client *client, const char *address,
 static int login(struct pop3_client *client, const char *address,
 		 const char *password, const char *mech)
 {
-	struct auth_job job = {
+	struct authdb_verify_job job = {
 		.users_file = client->set->users_file,
 		.address = address,
 		.password = password,
@@ -147,7 +128,7 @@ static int login(struct pop3_client *client, const char *address,
 	}
 	if (password[0] == '\0' || strlen(password) > POP3_PASSWORD_MAX)
 		return login_failed(client, address, mech, "unusable password");
-	linesession_run_blocking(client->ls, auth_job_work, &job);
+	linesession_run_blocking(client->ls, authdb_verify_job, &job);
 	if (job.result == AUTHDB_TEMPFAIL) {
 		log_id_error(client->id, "login: user=%s ip=%s: %s", address,
 			     client->peer_ip, job.reason);

@@ -236,11 +236,8 @@ static bool next_param(const char **pp, char *key, size_t key_size,
 /* ---- blocking lookups on the pool -------------------------------------- */
 
 struct smtp_lookup_job {
-	const char *users_file, *address, *password;
+	const char *users_file, *address;
 	int exists;
-	enum authdb_result result;
-	char *user;
-	const char *reason;
 };
 
 static int smtp_lookup_work(void *arg)
@@ -251,14 +248,6 @@ static int smtp_lookup_work(void *arg)
 	return 0;
 }
 
-static int smtp_verify_work(void *arg)
-{
-	struct smtp_lookup_job *job = arg;
-
-	job->result = authdb_verify(job->users_file, job->address, job->password,
-				    &job->user, &job->reason);
-	return 0;
-}
 
 /* ---- EHLO / HELO / LHLO --------------------------------------------------- */
 
@@ -368,7 +357,7 @@ static int auth_read_response(struct smtp_client *client, const char *challenge,
 static int auth_login(struct smtp_client *client, const char *address,
 		      const char *password, const char *mech)
 {
-	struct smtp_lookup_job job = {
+	struct authdb_verify_job job = {
 		.users_file = client->set->users_file,
 		.address = address,
 		.password = password,
@@ -380,7 +369,7 @@ static int auth_login(struct smtp_client *client, const char *address,
 		job.result = AUTHDB_FAILED;
 		job.reason = "unusable user name or password";
 	} else {
-		linesession_run_blocking(client->ls, smtp_verify_work, &job);
+		linesession_run_blocking(client->ls, authdb_verify_job, &job);
 	}
 	if (job.result == AUTHDB_TEMPFAIL) {
 		log_id_error(client->id, "auth: user=%s ip=%s: %s", address, ip,
