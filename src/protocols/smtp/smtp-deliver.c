@@ -368,8 +368,15 @@ static void deliver_local(struct smtp_client *client, struct smtp_data *data,
 			store_failure(&results[i], data->save_error);
 			continue;
 		}
-		ret = store_user_open(client->store, client->sio, rcpt->user,
-				      STORE_USER_CREATE, &target, NULL);
+		/* The spool that holds the save is open already (the first
+		   local recipient: usually the only one). */
+		if (strcmp(store_user_name(data->save_user), rcpt->user) == 0) {
+			target = data->save_user;
+			ret = STORE_OK;
+		} else {
+			ret = store_user_open(client->store, client->sio, rcpt->user,
+					      STORE_USER_CREATE, &target, NULL);
+		}
 		if (ret == STORE_OK)
 			ret = store_save_deliver(data->save, target, NULL, &opts);
 		if (ret == STORE_OK) {
@@ -385,7 +392,7 @@ static void deliver_local(struct smtp_client *client, struct smtp_data *data,
 				     store_result_name(ret));
 			store_failure(&results[i], ret);
 		}
-		if (target != NULL)
+		if (target != NULL && target != data->save_user)
 			store_user_close(&target);
 	}
 }
