@@ -48,5 +48,9 @@ int cmd_quota(struct ctl *ctl, int argc, char **argv);
 int cmd_acl(struct ctl *ctl, int argc, char **argv);
 /* The outbound queue on the shared spool (cmd-queue.c). */
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
+/* Effective settings for scripts (cmd-config.c). */
+int cmd_config(struct ctl *ctl, int argc, char **argv);
+/* Deep health check through the daemon (cmd-probe.c). */
+int cmd_probe(struct ctl *ctl, int argc, char **argv);
 
 #endif

@@ -3,7 +3,8 @@
  * agent talk to.
  *
  * Protocol: the client sends one command per line ("status", "reload",
- * "ping", "help"); the daemon answers each with exactly one line of JSON.
+ * "ping", "probe", "help"); the daemon answers each with exactly one line
+ * of JSON, in the order of the commands.
  * A failed command answers {"error":"..."}. Several commands may be sent on
  * one connection. Access control is the socket file's mode (0660, owned by
  * mail_user): whoever may open it is an administrator.
@@ -23,8 +24,12 @@
 #define CONTROL_LINE_MAX 1024
 
 struct control_client {
+	struct connection *conn;	/* NULL once destroyed */
 	/* The current line was too long: drop input up to its newline. */
 	bool skip_line;
+	/* A command answering later ("probe") is running: the next lines
+	   wait, so that replies keep the order of the commands. */
+	bool busy;
 };
 
 static struct ioloop *control_loop;
@@ -96,13 +101,56 @@ static void control_reload(struct json_writer *w)
 	json_object_end(w);
 }
 
-/* control_execute - run one command line, reply into out */
-static void control_execute(const char *line, struct buffer *out)
+static void control_input(struct connection *conn);
+
+/* control_probe_done - the answer to "probe", sent when it is known */
+static void control_probe_done(const char *error, uint64_t lock_msecs,
+			       uint64_t spool_msecs, void *context)
+{
+	struct control_client *client = context;
+	struct buffer out;
+	struct json_writer w;
+
+	if (client->conn == NULL) {
+		/* The client went away meanwhile. */
+		free(client);
+		return;
+	}
+	buffer_init(&out, 0);
+	json_init(&w, &out);
+	json_object_begin(&w);
+	if (error != NULL) {
+		json_kv_string(&w, "error", error);
+	} else {
+		json_kv_bool(&w, "ok", true);
+		json_kv_uint(&w, "lock_msecs", lock_msecs);
+		json_kv_uint(&w, "spool_msecs", spool_msecs);
+	}
+	json_object_end(&w);
+	buffer_append_byte(&out, '\n');
+	client->busy = false;
+	if (connection_write(client->conn, out.data, out.used) < 0)
+		connection_abort(client->conn, "control reply too large");
+	buffer_clear(&out);
+	/* Commands that arrived meanwhile. */
+	if (client->conn != NULL && connection_input(client->conn)->used > 0)
+		control_input(client->conn);
+}
+
+/* control_execute - run one command line, reply into out (or later, with
+   client->busy set) */
+static void control_execute(struct control_client *client, const char *line,
+			    struct buffer *out)
 {
 	struct json_writer w;
 
 	json_init(&w, out);
 	metrics_control_request();
+	if (strcmp(line, "probe") == 0) {
+		client->busy = true;
+		probe_start(control_loop, control_probe_done, client);
+		return;
+	}
 	if (strcmp(line, "status") == 0) {
 		control_status(&w);
 	} else if (strcmp(line, "ping") == 0) {
@@ -118,6 +166,7 @@ static void control_execute(const char *line, struct buffer *out)
 		json_string(&w, "status");
 		json_string(&w, "reload");
 		json_string(&w, "ping");
+		json_string(&w, "probe");
 		json_string(&w, "help");
 		json_array_end(&w);
 		json_object_end(&w);
@@ -152,7 +201,7 @@ static void control_input(struct connection *conn)
 	char *newline;
 
 	buffer_init(&reply, 0);
-	for (;;) {
+	while (!client->busy) {
 		if (client->skip_line) {
 			if (!control_skip_long_line(input))
 				break;
@@ -164,7 +213,7 @@ static void control_input(struct connection *conn)
 			char *line = mem_strndup((const char *)input->data, len);
 
 			buffer_consume(input, len + 1);
-			control_execute(str_trim(line), &reply);
+			control_execute(client, str_trim(line), &reply);
 			free(line);
 		} else if (input->used >= CONTROL_LINE_MAX) {
 			/* Answer once, then skip the rest of that line: the
@@ -183,8 +232,12 @@ static void control_input(struct connection *conn)
 
 static void control_destroyed(struct connection *conn, const char *reason)
 {
+	struct control_client *client = connection_context(conn);
+
 	log_id_debug(connection_id(conn), "control client gone: %s", reason);
-	free(connection_context(conn));
+	client->conn = NULL;
+	if (!client->busy)
+		free(client);
 }
 
 static const struct connection_callbacks control_callbacks = {
@@ -199,13 +252,14 @@ static void control_accepted(void *context, int fd, const struct sockaddr *peer,
 		.input_limit = CONTROL_LINE_MAX + 1,
 		.idle_timeout_msecs = 60 * 1000,
 	};
+	struct control_client *client;
 	char id[32];
 
 	snprintf(id, sizeof(id), "control-%u", ++control_client_seq);
 	set.id = id;
-	(void)connection_create(control_loop, fd, NULL, 0, &set,
-				&control_callbacks,
-				mem_zalloc(sizeof(struct control_client)));
+	client = mem_zalloc(sizeof(*client));
+	client->conn = connection_create(control_loop, fd, NULL, 0, &set,
+					 &control_callbacks, client);
 }
 
 void control_start(struct ioloop *loop, int listen_fd)

@@ -89,6 +89,14 @@ const char *listener_session_id(enum settings_service service, char out[32]);
 void control_start(struct ioloop *loop, int listen_fd);
 void control_stop(void);
 
+/* --- probe.c: the deep health check (control command "probe") --- */
+/* error is NULL when the lock round trip and the spool write/read both
+   worked; the timings are in milliseconds. */
+typedef void probe_done_t(const char *error, uint64_t lock_msecs,
+			  uint64_t spool_msecs, void *context);
+/* Main loop only; done runs exactly once, maybe inside this call. */
+void probe_start(struct ioloop *loop, probe_done_t *done, void *context);
+
 /* --- http.c: /metrics and /health (main loop) --- */
 void http_start(struct ioloop *loop, int listen_fd);
 void http_stop(void);
@@ -110,5 +118,8 @@ struct store *daemon_store(void);
    (submission then refuses remote recipients with 451). */
 struct queue;
 struct queue *daemon_queue(void);
+/* The process's lock client, or NULL while the store is unavailable. */
+struct lock_client;
+struct lock_client *daemon_lock_client(void);
 
 #endif

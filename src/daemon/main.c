@@ -729,6 +729,12 @@ struct queue *daemon_queue(void)
 	return (struct queue *)atomic_load(&main_queue_ready);
 }
 
+struct lock_client *daemon_lock_client(void)
+{
+	/* Set before the store is published and kept until it is gone. */
+	return daemon_store() == NULL ? NULL : main_state.locks;
+}
+
 struct store *daemon_store(void)
 {
 	struct store *store = (struct store *)atomic_load(&main_store_ready);

@@ -84,6 +84,15 @@ static const struct config_enum_name settings_lock_backends[] = {
 	{ NULL, 0 }
 };
 
+/* Same order as enum settings_cluster for settings_cluster_name. */
+static const struct config_enum_name settings_clusters[] = {
+	{ "auto", SETTINGS_CLUSTER_AUTO },
+	{ "corosync", SETTINGS_CLUSTER_COROSYNC },
+	{ "none", SETTINGS_CLUSTER_NONE },
+	{ "local-test", SETTINGS_CLUSTER_LOCAL_TEST },
+	{ NULL, 0 }
+};
+
 static const struct config_enum_name settings_queue_tls_names[] = {
 	{ "none", SETTINGS_QUEUE_TLS_NONE },
 	{ "may", SETTINGS_QUEUE_TLS_MAY },
@@ -145,6 +154,7 @@ static config_parse_fn settings_parse_log_level;
 static config_parse_fn settings_parse_networks;
 static config_parse_fn settings_parse_hostname;
 static config_parse_fn settings_parse_relayhost;
+static config_parse_fn settings_parse_cluster_group;
 
 #define SETTINGS_FIELD(field) offsetof(struct settings, field)
 
@@ -154,6 +164,9 @@ static const struct config_key settings_keys[] = {
 	{ "spool_dir", settings_parse_path, SETTINGS_FIELD(spool_dir), NULL },
 	{ "lock_backend", settings_parse_lock_backend,
 	  SETTINGS_FIELD(lock_backend), settings_lock_backends },
+	{ "cluster", config_parse_enum, SETTINGS_FIELD(cluster), settings_clusters },
+	{ "cluster_group", settings_parse_cluster_group,
+	  SETTINGS_FIELD(cluster_group), NULL },
 	{ "listen_imap", settings_parse_listen,
 	  SETTINGS_FIELD(listen[SETTINGS_SERVICE_IMAP]), NULL },
 	{ "listen_imaps", settings_parse_listen,
@@ -394,6 +407,27 @@ static int settings_parse_hostname(const struct config_key *key,
 	return 0;
 }
 
+/* settings_parse_cluster_group - a CPG group name: 1..127 bytes of
+   letters, digits, '-', '_' and '.' (corosync allows 128 with the NUL) */
+static int settings_parse_cluster_group(const struct config_key *key,
+					const char *value, void *set,
+					char **error_r)
+{
+	char **field = settings_field(key, set);
+	size_t len = strlen(value);
+
+	if (len == 0 || len > 127 ||
+	    strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789-_.") != len) {
+		*error_r = mem_printf("'%s' is not a group name (1 to 127 letters, "
+				      "digits, '-', '_' or '.')", value);
+		return -1;
+	}
+	free(*field);
+	*field = mem_strdup(value);
+	return 0;
+}
+
 /* settings_parse_relayhost - "HOST", "HOST:PORT", "[HOST]" or
    "[HOST]:PORT" (brackets: no MX lookup, as in Postfix); IPv6 literals
    only in brackets; empty = off */
@@ -621,6 +655,8 @@ static struct settings *settings_create_defaults(const char *node)
 	set->node_name = mem_strdup(node);
 	set->spool_dir = mem_strdup(SETTINGS_DEFAULT_SPOOL_DIR);
 	set->lock_backend = SETTINGS_LOCK_FCNTL;
+	set->cluster = SETTINGS_CLUSTER_AUTO;
+	set->cluster_group = mem_strdup("clustermail");
 	set->users_file = mem_strdup(SETTINGS_DEFAULT_USERS_FILE);
 	str_array_init(&set->local_domains);
 	set->control_socket = mem_strdup(SETTINGS_DEFAULT_CONTROL_SOCKET);
@@ -672,6 +708,7 @@ void settings_free(struct settings **setp)
 		return;
 	free(set->node_name);
 	free(set->spool_dir);
+	free(set->cluster_group);
 	for (unsigned int i = 0; i < SETTINGS_SERVICE_COUNT; i++)
 		settings_listen_free(&set->listen[i]);
 	free(set->tls_cert);
@@ -1095,6 +1132,15 @@ bool settings_service_is_implicit_tls(enum settings_service service)
 	return settings_service_info(service)->implicit_tls;
 }
 
+const char *settings_cluster_name(enum settings_cluster cluster)
+{
+	for (size_t i = 0; settings_clusters[i].name != NULL; i++) {
+		if (settings_clusters[i].value == (int)cluster)
+			return settings_clusters[i].name;
+	}
+	return "unknown";
+}
+
 const char *settings_lock_backend_name(enum settings_lock_backend backend)
 {
 	for (size_t i = 0; settings_lock_backends[i].name != NULL; i++) {
@@ -1185,6 +1231,10 @@ char *settings_restart_only_changes(const struct settings *old_set,
 							 new_set->spool_dir), "spool_dir");
 	settings_note_change(&list, old_set->lock_backend != new_set->lock_backend,
 			     "lock_backend");
+	settings_note_change(&list, old_set->cluster != new_set->cluster, "cluster");
+	settings_note_change(&list, settings_str_differs(old_set->cluster_group,
+							 new_set->cluster_group),
+			     "cluster_group");
 	for (unsigned int i = 0; i < SETTINGS_SERVICE_COUNT; i++)
 		settings_note_change(&list, settings_listen_differs(&old_set->listen[i],
 								    &new_set->listen[i]),

@@ -30,6 +30,16 @@ enum settings_lock_backend {
 	SETTINGS_LOCK_LOCAL,
 };
 
+/* Cluster membership and change notifications (cluster). */
+enum settings_cluster {
+	SETTINGS_CLUSTER_AUTO,		/* default: corosync CPG when it runs */
+	SETTINGS_CLUSTER_COROSYNC,	/* CPG expected; warn while it is missing */
+	SETTINGS_CLUSTER_NONE,		/* never: poll version stamps only */
+	SETTINGS_CLUSTER_LOCAL_TEST,	/* like corosync, and the spool may be a
+					   local directory shared by daemons on
+					   one host (demos and tests) */
+};
+
 /* Protocol listeners, in the order of the listen_* keys. */
 /* Outbound TLS (queue_tls). */
 enum settings_queue_tls {
@@ -61,6 +71,8 @@ struct settings {
 	char *node_name;		/* owned; default: the selected node */
 	char *spool_dir;		/* owned; default /srv/clustermail */
 	enum settings_lock_backend lock_backend;
+	enum settings_cluster cluster;	/* default auto */
+	char *cluster_group;		/* owned; CPG group; default "clustermail" */
 	struct settings_listen listen[SETTINGS_SERVICE_COUNT];
 	char *tls_cert;			/* owned; NULL when unset */
 	char *tls_key;			/* owned; NULL when unset */
@@ -133,6 +145,7 @@ bool settings_service_is_implicit_tls(enum settings_service service);
 /* Is domain (any case) one of local_domains? */
 bool settings_is_local_domain(const struct settings *set, const char *domain);
 const char *settings_lock_backend_name(enum settings_lock_backend backend);
+const char *settings_cluster_name(enum settings_cluster cluster);
 /* Is the peer on a trusted network (plaintext auth allowed)? */
 bool settings_is_trusted(const struct settings *set,
 			 const struct sockaddr *peer);

@@ -118,6 +118,9 @@ class Daemon:
             f"node_name = {self.node}",
             f"spool_dir = {self.dir}/spool",
             "lock_backend = fcntl",
+            # No corosync in most tests: poll version stamps (test_cluster
+            # runs a corosync of its own).
+            "cluster = none",
             f"users_file = {self.dir}/users",
             f"control_socket = {self.control}",
             f"pid_file = {self.pidfile}",
