@@ -1,7 +1,9 @@
 #!/bin/sh
-# demo.sh - a local clustermail demo: build, then run a two-node cluster
-# on loopback (nodes demo1 and demo2: two daemons sharing one spool, with
-# fcntl locks), with a demo user; all state under /var/tmp/clustermail-demo.
+# demo.sh - a local clustermail demo: build, then run a three-node cluster
+# on one machine: daemons demo1, demo2 and demo3 on their own loopback
+# addresses (127.0.0.11-13) sharing one spool (fcntl locks), members of a
+# corosync CPG group through a corosync of the demo's own on 127.0.0.1, and
+# a demo user; all state under /var/tmp/clustermail-demo.
 #
 # usage: scripts/demo.sh [start|stop|status]
 set -eu
@@ -12,7 +14,70 @@ conf="$demo/clustermail.conf"
 daemon="$build/src/daemon/clustermaild"
 ctl="$build/src/ctl/clustermailctl"
 
-nodes="demo1 demo2"
+nodes="demo1 demo2 demo3"
+
+corosync_stop() {
+	if [ -f "$demo/corosync.pid" ] && kill "$(cat "$demo/corosync.pid")" 2>/dev/null; then
+		echo "demo: stopping corosync (pid $(cat "$demo/corosync.pid"))"
+		for _ in $(seq 1 100); do
+			kill -0 "$(cat "$demo/corosync.pid")" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	rm -f "$demo/corosync.pid"
+}
+
+# corosync_start - a one-node corosync on 127.0.0.1 for the CPG group
+# (skipped, with a note, when not root or when a corosync already runs
+# here: then the daemons use that one, or poll)
+corosync_start() {
+	if corosync-cpgtool >/dev/null 2>&1; then
+		echo "demo: a corosync is already running here; the demo nodes join it"
+		return 0
+	fi
+	if [ "$(id -u)" -ne 0 ] || ! command -v corosync >/dev/null; then
+		echo "demo: not starting corosync (needs root and the corosync package);"
+		echo "      the nodes poll for changes instead"
+		return 0
+	fi
+	cat > "$demo/corosync.conf" <<CONF
+# corosync for the clustermail demo: one corosync node on loopback; the
+# three clustermail daemons are three members of its CPG group.
+totem {
+	version: 2
+	cluster_name: clustermail-demo
+	transport: knet
+	crypto_cipher: none
+	crypto_hash: none
+}
+nodelist {
+	node {
+		ring0_addr: 127.0.0.1
+		name: demo
+		nodeid: 1
+	}
+}
+quorum {
+	provider: corosync_votequorum
+}
+logging {
+	to_stderr: yes
+	to_syslog: no
+}
+uidgid {
+	uid: $user
+}
+CONF
+	nohup corosync -f -c "$demo/corosync.conf" >>"$demo/corosync.log" 2>&1 </dev/null &
+	echo $! > "$demo/corosync.pid"
+	for _ in $(seq 1 100); do
+		corosync-cpgtool >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "demo: corosync did not start; log:" >&2
+	tail -n 20 "$demo/corosync.log" >&2
+	exit 1
+}
 
 demo_stop() {
 	for node in $nodes; do
@@ -24,6 +89,7 @@ demo_stop() {
 			done
 		fi
 	done
+	corosync_stop
 }
 
 demo_config() {
@@ -53,29 +119,46 @@ local_domains = example.com
 log_target = stderr
 log_level = info
 
+# Three daemons on one host: a local spool shared by all, membership
+# and wake-ups through the demo's corosync.
+cluster = local-test
+cluster_group = clustermail-demo
+
 [node demo1]
-listen_imap = 127.0.0.1:10143
-listen_imaps = 127.0.0.1:10993
-listen_pop3 = 127.0.0.1:10110
-listen_pop3s = 127.0.0.1:10995
-listen_smtp = 127.0.0.1:10025
-listen_submission = 127.0.0.1:10587
-listen_submissions = 127.0.0.1:10465
-listen_lmtp = 127.0.0.1:10024
-metrics_listen = 127.0.0.1:19100
+listen_imap = 127.0.0.11:10143
+listen_imaps = 127.0.0.11:10993
+listen_pop3 = 127.0.0.11:10110
+listen_pop3s = 127.0.0.11:10995
+listen_smtp = 127.0.0.11:10025
+listen_submission = 127.0.0.11:10587
+listen_submissions = 127.0.0.11:10465
+listen_lmtp = 127.0.0.11:10024
+metrics_listen = 127.0.0.11:19100
 smtp_hostname = demo1.example.com
 
 [node demo2]
-listen_imap = 127.0.0.1:11143
-listen_imaps = 127.0.0.1:11993
-listen_pop3 = 127.0.0.1:11110
-listen_pop3s = 127.0.0.1:11995
-listen_smtp = 127.0.0.1:11025
-listen_submission = 127.0.0.1:11587
-listen_submissions = 127.0.0.1:11465
-listen_lmtp = 127.0.0.1:11024
-metrics_listen = 127.0.0.1:19101
+listen_imap = 127.0.0.12:10143
+listen_imaps = 127.0.0.12:10993
+listen_pop3 = 127.0.0.12:10110
+listen_pop3s = 127.0.0.12:10995
+listen_smtp = 127.0.0.12:10025
+listen_submission = 127.0.0.12:10587
+listen_submissions = 127.0.0.12:10465
+listen_lmtp = 127.0.0.12:10024
+metrics_listen = 127.0.0.12:19100
 smtp_hostname = demo2.example.com
+
+[node demo3]
+listen_imap = 127.0.0.13:10143
+listen_imaps = 127.0.0.13:10993
+listen_pop3 = 127.0.0.13:10110
+listen_pop3s = 127.0.0.13:10995
+listen_smtp = 127.0.0.13:10025
+listen_submission = 127.0.0.13:10587
+listen_submissions = 127.0.0.13:10465
+listen_lmtp = 127.0.0.13:10024
+metrics_listen = 127.0.0.13:19100
+smtp_hostname = demo3.example.com
 CONF
 	if ! "$ctl" -c "$conf" --node demo1 user list | grep -qx 'demo@example.com'; then
 		printf 'demo\n' | "$ctl" -c "$conf" --node demo1 user add demo@example.com --password-stdin
@@ -87,6 +170,7 @@ demo_start() {
 	"$top/scripts/build.sh" "$build"
 	demo_stop
 	demo_config
+	corosync_start
 	# --foreground in the background keeps the log in a file even on
 	# machines without a syslog daemon.
 	for node in $nodes; do
@@ -105,34 +189,38 @@ demo_start() {
 		}
 	done
 	# A first message, over SMTP like any other, so the mailbox is not empty.
-	printf 'From: <welcome@example.org>\r\nSubject: Welcome to clustermail\r\n\r\nThis message came in over SMTP.\r\n' |
-		curl -s smtp://127.0.0.1:10025 --mail-from welcome@example.org \
+	printf 'From: <welcome@example.org>\r\nSubject: Welcome to clustermail\r\n\r\nThis message came in over SMTP on node demo1.\r\n' |
+		curl -s smtp://127.0.0.11:10025 --mail-from welcome@example.org \
 			--mail-rcpt demo@example.com -T - ||
 		echo "demo: could not send the welcome message over SMTP" >&2
+	sleep 1
+	"$ctl" -c "$conf" --node demo1 cluster status || true
 	cat <<MSG
 
-clustermail demo is running: a two-node cluster on one spool
-  node demo1:  the ports below (log: $demo/demo1.log)
-  node demo2:  the same ports plus 1000 (IMAP 11143, POP3 11110, SMTP 11025,
-               LMTP 11024, submission 11587; log: $demo/demo2.log)
-               Mail taken on one node is read on the other, e.g. send over
-               SMTP to 10025 and read with IMAP on 11143.
+clustermail demo is running: a three-node cluster on one spool
+  nodes:       demo1 on 127.0.0.11, demo2 on 127.0.0.12, demo3 on 127.0.0.13,
+               each with the same ports: IMAP 10143 (STARTTLS), IMAPS 10993,
+               POP3 10110, POP3S 10995, SMTP 10025, submission 10587,
+               submissions 10465, LMTP 10024, metrics/health 19100
+               (logs: $demo/demo1.log ...)
   demo user:   demo@example.com, password: demo
-  health:      curl http://127.0.0.1:19100/health
-  metrics:     curl http://127.0.0.1:19100/metrics
-  status:      $ctl -c $conf --node demo1 status
-  IMAP:        curl --user demo@example.com:demo imap://127.0.0.1:10143/
-               (STARTTLS on 10143, implicit TLS on 10993; any IMAP client works,
-               e.g. mutt -f imap://demo%40example.com@127.0.0.1:10143/)
-  deliver:     printf 'Subject: hi\\n\\nhello\\n' | $ctl -c $conf --node demo1 deliver demo@example.com
-  POP3:        curl --user demo@example.com:demo pop3://127.0.0.1:10110/   (STLS; POP3S on 10995)
-  SMTP in:     printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | curl smtp://127.0.0.1:10025 \\
-                 --mail-from someone@example.org --mail-rcpt demo@example.com -T -
-  LMTP:        port 10024 (e.g. Postfix: virtual_transport = lmtp:inet:127.0.0.1:10024)
-  submission:  swaks --server 127.0.0.1:10587 --tls --auth PLAIN --au demo@example.com \\
+  try it:      point a mail client (IMAP, user demo@example.com) at
+               127.0.0.12 port 10143 and leave the INBOX open, then send
+               mail to another node:
+                 printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | curl smtp://127.0.0.13:10025 \\
+                   --mail-from someone@example.org --mail-rcpt demo@example.com -T -
+               it appears at once: the node that took it tells the others
+               through the corosync group (IDLE).
+  cluster:     $ctl -c $conf --node demo1 cluster status
+  IMAP:        curl --user demo@example.com:demo imap://127.0.0.11:10143/INBOX -X 'FETCH 1:* (FLAGS)'
+               mutt -f imap://demo%40example.com@127.0.0.12:10143/
+  POP3:        curl --user demo@example.com:demo pop3://127.0.0.13:10110/
+  submission:  swaks --server 127.0.0.11:10587 --tls --auth PLAIN --au demo@example.com \\
                  --ap demo --from demo@example.com --to demo@example.com
-               (implicit TLS on 10465; mail for other domains is queued:
-               $ctl -c $conf --node demo1 queue list)
+  LMTP:        127.0.0.12:10024 (e.g. Postfix: virtual_transport = lmtp:inet:127.0.0.12:10024)
+  deliver:     printf 'Subject: hi\\n\\nhello\\n' | $ctl -c $conf --node demo3 deliver demo@example.com
+  health:      curl http://127.0.0.11:19100/health   (metrics: /metrics)
+  status:      $ctl -c $conf --node demo2 status
   stop:        $top/scripts/demo.sh stop
 MSG
 }

@@ -14,6 +14,8 @@ openssl curl ca-certificates groff-base man-db procps iproute2
 isync offlineimap3 mutt fetchmail
 postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 python3-aiosmtpd
+corosync pacemaker pacemaker-cli-utils resource-agents crmsh pcs
+shellcheck libxml2-utils
 "
 
 missing=""

@@ -26,6 +26,7 @@
 #include "lib/json.h"
 #include "lib/str.h"
 #include "ctl.h"
+#include "control-client.h"
 #include "store-setup.h"
 
 #include <getopt.h>
@@ -241,6 +242,24 @@ static int cmd_deliver_read_message(struct cmd_deliver_input *in)
  * Delivering
  */
 
+/* cmd_deliver_wake - tell this node's daemon (if it runs) that the
+   mailbox changed, so that IDLE clients here and, through the cluster
+   group, everywhere see the message at once instead of at their next
+   poll. The message is delivered either way: this is only a hint. */
+static void cmd_deliver_wake(struct ctl *ctl, struct store_setup *setup,
+			     const char *mailbox)
+{
+	char *canonical = NULL, *command;
+
+	if (mailbox != NULL && store_name_normalize(mailbox, &canonical) != STORE_OK)
+		return;
+	command = mem_printf("changed %s %s", store_user_name(setup->user),
+			     canonical != NULL ? canonical : "INBOX");
+	(void)control_client_hint(ctl->set->control_socket, command, 1000);
+	free(command);
+	free(canonical);
+}
+
 /* cmd_deliver_exit_code - an LDA's exit code for a store result: only
    what is certainly permanent bounces */
 static int cmd_deliver_exit_code(int result)
@@ -384,6 +403,8 @@ static int cmd_deliver_run(struct ctl *ctl,
 		ret = cmd_deliver_fail(setup, result, "cannot save");
 	if (ret == CTL_EXIT_OK)
 		ret = cmd_deliver_store(setup, save, opts, &mailbox);
+	if (ret == CTL_EXIT_OK)
+		cmd_deliver_wake(ctl, setup, mailbox);
 	if (ret == CTL_EXIT_OK && ctl->json)
 		cmd_deliver_report(setup, mailbox, store_save_vsize(save));
 	store_save_free(&save);

@@ -19,6 +19,7 @@
 #include "maildir/sio.h"
 #include "queue/queue.h"
 #include "ctl.h"
+#include "control-client.h"
 #include "store-setup.h"
 
 #include <getopt.h>
@@ -591,6 +592,11 @@ static int cmd_queue_change(struct cmd_queue *cq, char **ids, int count,
 		ret = queue_flush_touch(cq->queue, cq->sio);
 		if (ret < 0 && exit_code == CTL_EXIT_OK)
 			exit_code = cmd_queue_fail(ret);
+		/* And through the daemon (and the cluster group) at once,
+		   instead of at each runner's next scan. */
+		if (ret == 0)
+			(void)control_client_hint(cq->ctl->set->control_socket,
+						  "queue-flush", 2000);
 		if (!cq->ctl->json && ret == 0)
 			printf("Runners on every node will retry the due "
 			       "messages now.\n");

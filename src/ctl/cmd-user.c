@@ -18,6 +18,7 @@
 #include "auth/password.h"
 #include "auth/userdb.h"
 #include "ctl.h"
+#include "control-client.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -64,6 +65,7 @@ static void cmd_user_usage(FILE *out)
 	      "       clustermailctl [OPTIONS] user passwd ADDRESS [--password-stdin]\n"
 	      "                        [--scheme SCHEME] [--hash HASH]\n"
 	      "       clustermailctl [OPTIONS] user del ADDRESS\n"
+	      "       clustermailctl [OPTIONS] user kick ADDRESS\n"
 	      "       clustermailctl [OPTIONS] user list\n"
 	      "\n"
 	      "SCHEME is yescrypt (the default) or sha512-crypt. Without\n"
@@ -536,12 +538,43 @@ static int cmd_user_list(struct ctl *ctl, const struct cmd_user_options *opts)
 	return ret;
 }
 
+/* cmd_user_kick - end the user's sessions on every node (through this
+   node's daemon, which tells the others over the cluster group) */
+static int cmd_user_kick(struct ctl *ctl, const struct cmd_user_options *opts)
+{
+	char *command, *reply, *error, *text, *address;
+	bool cluster;
+	int ret;
+
+	address = str_lcase(mem_strdup(opts->address));
+	command = mem_printf("kick %s", address);
+	ret = control_client_request(ctl->set->control_socket, command, 10000,
+				     &reply, &error);
+	free(command);
+	if (ret != CTL_EXIT_OK) {
+		ctl_error("%s", error);
+		free(error);
+		free(address);
+		return ret;
+	}
+	cluster = strstr(reply, "\"cluster\":true") != NULL;
+	free(reply);
+	text = mem_printf("sessions of %s ended on %s", address,
+			  cluster ? "every node" :
+			  "this node (not in a cluster group: other nodes were not told)");
+	ret = cmd_user_report(ctl, address, cluster ? "kicked" : "kicked-locally", text);
+	free(text);
+	free(address);
+	return ret;
+}
+
 static const struct cmd_user_subcommand cmd_user_subcommands[] = {
 	{ "add", cmd_user_add, CMD_USER_OPT_PASSWORD_STDIN |
 	  CMD_USER_OPT_SCHEME | CMD_USER_OPT_HASH | CMD_USER_OPT_FORCE, true },
 	{ "passwd", cmd_user_passwd, CMD_USER_OPT_PASSWORD_STDIN |
 	  CMD_USER_OPT_SCHEME | CMD_USER_OPT_HASH, true },
 	{ "del", cmd_user_del, 0, true },
+	{ "kick", cmd_user_kick, 0, true },
 	{ "list", cmd_user_list, 0, false },
 };
 

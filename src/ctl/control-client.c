@@ -103,3 +103,19 @@ int control_client_request(const char *socket_path, const char *command,
 	*reply_r = buffer_export(&reply, NULL);
 	return CTL_EXIT_OK;
 }
+
+bool control_client_hint(const char *socket_path, const char *command,
+			 unsigned int timeout_msecs)
+{
+	char *reply = NULL, *error = NULL;
+	bool ok;
+
+	if (control_client_request(socket_path, command, timeout_msecs, &reply,
+				   &error) != CTL_EXIT_OK) {
+		free(error);
+		return false;
+	}
+	ok = strstr(reply, "\"error\"") == NULL;
+	free(reply);
+	return ok;
+}

@@ -1,5 +1,7 @@
 #ifndef CM_CONTROL_CLIENT_H
 #define CM_CONTROL_CLIENT_H
+
+#include <stdbool.h>
 /*
  * control-client - one request/reply exchange with a running clustermaild
  * over its control socket (see src/daemon/control.c for the protocol:
@@ -14,5 +16,12 @@
 int control_client_request(const char *socket_path, const char *command,
 			   unsigned int timeout_msecs, char **reply_r,
 			   char **error_r);
+
+/* Best effort, for hints the daemon can live without (a wake-up after a
+   delivery, a queue flush): send command, wait at most timeout_msecs,
+   ignore every failure. Returns true when the daemon answered without an
+   error. */
+bool control_client_hint(const char *socket_path, const char *command,
+			 unsigned int timeout_msecs);
 
 #endif

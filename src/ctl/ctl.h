@@ -50,6 +50,8 @@ int cmd_acl(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
 /* Effective settings for scripts (cmd-config.c). */
 int cmd_config(struct ctl *ctl, int argc, char **argv);
+/* The cluster as this node sees it: CPG + pacemaker (cmd-cluster.c). */
+int cmd_cluster(struct ctl *ctl, int argc, char **argv);
 /* Deep health check through the daemon (cmd-probe.c). */
 int cmd_probe(struct ctl *ctl, int argc, char **argv);
 

@@ -37,6 +37,8 @@ static const struct ctl_command ctl_commands[] = {
 	{ "acl", cmd_acl, true, "show, set, delete mailbox ACL entries" },
 	{ "queue", cmd_queue, true,
 	  "list, show, flush, delete, hold, release, inject queued mail" },
+	{ "cluster", cmd_cluster, true,
+	  "cluster status: members, pacemaker state, VIPs, load" },
 	{ "config", cmd_config, true, "print the effective value of a setting" },
 	{ "probe", cmd_probe, true,
 	  "deep health check: a lock round trip and a spool write/read" },

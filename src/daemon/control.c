@@ -3,8 +3,9 @@
  * agent talk to.
  *
  * Protocol: the client sends one command per line ("status", "reload",
- * "ping", "probe", "help"); the daemon answers each with exactly one line
- * of JSON, in the order of the commands.
+ * "ping", "probe", "cluster", "queue-flush", "kick USER", "changed USER
+ * MAILBOX", "help"); the daemon answers each with exactly one line of
+ * JSON, in the order of the commands.
  * A failed command answers {"error":"..."}. Several commands may be sent on
  * one connection. Access control is the socket file's mode (0660, owned by
  * mail_user): whoever may open it is an administrator.
@@ -16,6 +17,7 @@
 #include "io/acceptor.h"
 #include "io/connection.h"
 #include "io/ioloop.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 
 #include <stdio.h>
@@ -137,12 +139,70 @@ static void control_probe_done(const char *error, uint64_t lock_msecs,
 		control_input(client->conn);
 }
 
+/* control_cluster - the "cluster" reply: this daemon's view of the group */
+static void control_cluster(struct json_writer *w)
+{
+	struct cluster_status st;
+
+	cluster_get_status(&st);
+	json_object_begin(w);
+	json_kv_string(w, "node", daemon_node_name());
+	json_kv_string(w, "mode", settings_cluster_name(st.mode));
+	json_kv_bool(w, "supported", st.supported);
+	json_kv_bool(w, "joined", st.joined);
+	json_kv_string(w, "group", st.group);
+	json_kv_string(w, "last_error", st.last_error);
+	json_kv_uint(w, "local_nodeid", st.local_nodeid);
+	json_kv_uint(w, "joined_since", st.joined_since);
+	json_kv_uint(w, "messages_sent", st.messages_sent);
+	json_kv_uint(w, "messages_received", st.messages_received);
+	json_kv_uint(w, "send_failures", st.send_failures);
+	json_kv_uint(w, "membership_changes", st.membership_changes);
+	json_key(w, "members");
+	json_array_begin(w);
+	for (unsigned int i = 0; i < st.member_count; i++) {
+		const struct cluster_member *m = &st.members[i];
+
+		json_object_begin(w);
+		json_kv_string(w, "name", m->name);
+		json_kv_uint(w, "nodeid", m->nodeid);
+		json_kv_uint(w, "pid", m->pid);
+		json_kv_bool(w, "self", m->self);
+		json_kv_uint(w, "joined_at", m->joined_at);
+		json_kv_uint(w, "state_at", m->state_at);
+		json_kv_uint(w, "connections", m->state.connections);
+		json_kv_uint(w, "queue_active", m->state.queue_active);
+		json_kv_uint(w, "queue_queued", m->state.queue_queued);
+		json_kv_uint(w, "lock_waits", m->state.lock_waits);
+		json_kv_uint(w, "lock_timeouts", m->state.lock_timeouts);
+		json_kv_bool(w, "draining", m->state.draining);
+		json_object_end(w);
+	}
+	json_array_end(w);
+	json_object_end(w);
+	free(st.members);
+}
+
+/* control_arg - "NAME ARG": ARG when line starts with NAME and a space */
+static const char *control_arg(const char *line, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (strncmp(line, name, len) != 0 || line[len] != ' ')
+		return NULL;
+	line += len;
+	while (*line == ' ')
+		line++;
+	return *line == '\0' ? NULL : line;
+}
+
 /* control_execute - run one command line, reply into out (or later, with
    client->busy set) */
 static void control_execute(struct control_client *client, const char *line,
 			    struct buffer *out)
 {
 	struct json_writer w;
+	const char *arg;
 
 	json_init(&w, out);
 	metrics_control_request();
@@ -151,7 +211,39 @@ static void control_execute(struct control_client *client, const char *line,
 		probe_start(control_loop, control_probe_done, client);
 		return;
 	}
-	if (strcmp(line, "status") == 0) {
+	if ((arg = control_arg(line, "changed")) != NULL) {
+		/* "changed USER MAILBOX": clustermailctl delivered into it. */
+		const char *space = strchr(arg, ' ');
+		char *user = space == NULL ? NULL : mem_strndup(arg, (size_t)(space - arg));
+
+		if (user == NULL || space[1] == '\0') {
+			control_error(&w, "usage: changed USER MAILBOX");
+		} else {
+			notify_mailbox_changed(user, space + 1, NULL);
+			json_object_begin(&w);
+			json_kv_bool(&w, "ok", true);
+			json_object_end(&w);
+		}
+		free(user);
+	} else if ((arg = control_arg(line, "kick")) != NULL) {
+		bool told = notify_kick_user(arg);
+
+		log_info("control: ending the sessions of %s%s", arg,
+			 told ? " on every node" : "");
+		json_object_begin(&w);
+		json_kv_bool(&w, "ok", true);
+		json_kv_bool(&w, "cluster", told);
+		json_object_end(&w);
+	} else if (strcmp(line, "queue-flush") == 0) {
+		bool told = notify_queue_flush();
+
+		json_object_begin(&w);
+		json_kv_bool(&w, "ok", true);
+		json_kv_bool(&w, "cluster", told);
+		json_object_end(&w);
+	} else if (strcmp(line, "cluster") == 0) {
+		control_cluster(&w);
+	} else if (strcmp(line, "status") == 0) {
 		control_status(&w);
 	} else if (strcmp(line, "ping") == 0) {
 		json_object_begin(&w);
@@ -167,6 +259,10 @@ static void control_execute(struct control_client *client, const char *line,
 		json_string(&w, "reload");
 		json_string(&w, "ping");
 		json_string(&w, "probe");
+		json_string(&w, "cluster");
+		json_string(&w, "queue-flush");
+		json_string(&w, "kick USER");
+		json_string(&w, "changed USER MAILBOX");
 		json_string(&w, "help");
 		json_array_end(&w);
 		json_object_end(&w);

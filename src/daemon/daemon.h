@@ -62,6 +62,11 @@ void workers_start(unsigned int count, const int listen_fds[SETTINGS_SERVICE_COU
 /* Ask every worker to stop accepting and to finish its sessions; when a
    worker has no session left it exits. Thread-safe. */
 void workers_drain(void);
+/* Run fn(context) on the thread of every worker still running (any
+   thread); ref(context) is called before each post, so that the last
+   fn can free a shared context. */
+void workers_post_each(void (*fn)(void *context), void *context,
+		       void (*ref)(void *context));
 /* Close every remaining session at once (drain timeout). */
 void workers_abort(void);
 /* Number of workers with accepts still pending (0 once every worker has
@@ -88,6 +93,22 @@ const char *listener_session_id(enum settings_service service, char out[32]);
 /* Start serving on the already listening unix socket fd. */
 void control_start(struct ioloop *loop, int listen_fd);
 void control_stop(void);
+
+/* --- notify.c: change notifications and the cluster group --- */
+/* Join the CPG group per the settings (after the privilege drop); a
+   missing corosync is not an error (see cluster.h). -1 with a message
+   (caller frees) when the settings ask for what this build lacks. */
+int notify_start(const struct settings *set, char **error_r);
+void notify_stop(void);
+/* user's mailbox changed on this node (the store's callback; also the
+   control command "changed" from clustermailctl deliver): wake the IDLE
+   sessions here and tell the other members. Any thread. */
+void notify_mailbox_changed(const char *user, const char *mailbox,
+			    void *context);
+/* Cluster-wide admin commands: act here, then tell every other member
+   (when in the group: returns true). Any thread. */
+bool notify_queue_flush(void);
+bool notify_kick_user(const char *user);
 
 /* --- probe.c: the deep health check (control command "probe") --- */
 /* error is NULL when the lock round trip and the spool write/read both

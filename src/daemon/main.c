@@ -470,7 +470,9 @@ static void main_drain_check(struct io_request *req, int result)
 	}
 	if (workers_running() == 0 && !main_state.stopping &&
 	    main_runner_stop_done()) {
-		/* Workers are gone: now stop the main loop's own services. */
+		/* Workers are gone: now stop the main loop's own services
+		   (the cluster thread first: it posts to the workers). */
+		notify_stop();
 		workers_join();
 		main_close_store();
 		main_state.stopping = true;
@@ -645,6 +647,7 @@ static void main_open_store(const struct settings *set)
 		.spool_dir = set->spool_dir,
 		.node_name = set->node_name,
 		.locks = main_state.locks,
+		.changed = notify_mailbox_changed,
 	};
 
 	if (main_state.locks == NULL || !main_spool_usable(set))
@@ -823,6 +826,12 @@ static void main_start(void)
 		workers = (unsigned int)sysconf(_SC_NPROCESSORS_ONLN);
 	workers_start(workers == 0 ? 1 : workers, main_state.listen_fds,
 		      main_state.pool);
+	{
+		char *error = NULL;
+
+		if (notify_start(set, &error) < 0)
+			log_fatal("%s", error);
+	}
 	control_start(main_state.loop, main_state.control_fd);
 	if (main_state.metrics_fd >= 0)
 		http_start(main_state.loop, main_state.metrics_fd);

@@ -11,6 +11,7 @@
 #include "lock/lock.h"
 #include "queue/runner.h"
 #include "maildir/sio.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 
 #include <inttypes.h>
@@ -199,6 +200,30 @@ static void metrics_queue(struct buffer *out)
 		       st.queued);
 }
 
+/* metrics_cluster - the CPG group (cluster.h) */
+static void metrics_cluster(struct buffer *out)
+{
+	struct cluster_status st;
+
+	cluster_get_status(&st);
+	metrics_scalar(out, "clustermail_cluster_joined", "gauge",
+		       "1 while this daemon is a member of the corosync CPG group.",
+		       st.joined ? 1 : 0);
+	metrics_scalar(out, "clustermail_cluster_members", "gauge",
+		       "Daemons in the CPG group, this one included.",
+		       st.member_count);
+	metrics_scalar(out, "clustermail_cluster_membership_changes_total",
+		       "counter", "CPG membership changes seen.",
+		       st.membership_changes);
+	metrics_scalar(out, "clustermail_cluster_messages_sent_total", "counter",
+		       "Notifications and state messages multicast.",
+		       st.messages_sent);
+	metrics_scalar(out, "clustermail_cluster_messages_received_total",
+		       "counter", "Messages received from the CPG group.",
+		       st.messages_received);
+	free(st.members);
+}
+
 void metrics_format(struct buffer *out)
 {
 	struct ioloop_stats io;
@@ -245,4 +270,5 @@ void metrics_format(struct buffer *out)
 		       "Blocking calls run on the pool.", io.blocking_jobs);
 	metrics_store(out);
 	metrics_queue(out);
+	metrics_cluster(out);
 }

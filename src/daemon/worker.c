@@ -199,6 +199,21 @@ static void worker_post_all(void (*fn)(void *context))
 	}
 }
 
+void workers_post_each(void (*fn)(void *context), void *context,
+		       void (*ref)(void *context))
+{
+	for (unsigned int i = 0; i < worker_count; i++) {
+		struct worker *worker = &worker_list[i];
+
+		pthread_mutex_lock(&worker->lock);
+		if (worker->loop != NULL) {
+			ref(context);
+			ioloop_post(worker->loop, fn, context);
+		}
+		pthread_mutex_unlock(&worker->lock);
+	}
+}
+
 void workers_drain(void)
 {
 	worker_post_all(worker_drain);

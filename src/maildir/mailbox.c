@@ -806,6 +806,7 @@ static int log_write(struct mailbox *box, const struct bb *b)
 		(void)sio_ftruncate(sio, box->log_fd, box->log_offset);
 		return store_io_error(box->user, "fsync", MAILBOX_LOG_FILE, ret);
 	}
+	store_notify_changed(box->user, box->name);
 	ret = log_read_tail(box, &torn);
 	if (ret == STORE_OK && torn)
 		ret = STORE_ERR_CORRUPT;

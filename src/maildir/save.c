@@ -221,7 +221,6 @@ int store_save_deliver(struct store_save *save, struct store_user *target,
 		mailbox = "INBOX";
 	if ((ret = store_mailbox_dir(target, mailbox, &canonical, &dir)) < 0)
 		return ret;
-	free(canonical);
 	if ((ret = store_quota_check(target, store_save_vsize(save), 1)) < 0)
 		goto out;
 	if (opts_have_keywords(opts)) {
@@ -278,7 +277,9 @@ int store_save_deliver(struct store_save *save, struct store_user *target,
 		goto out;
 	}
 	ret = STORE_OK;
+	store_notify_changed(target, canonical);
 out:
+	free(canonical);
 	free(dir);
 	return ret;
 }

@@ -26,6 +26,8 @@ struct store {
 	uint64_t tmp_grace_secs;
 	uint64_t log_compact_bytes;
 	uint32_t expunge_history_max;	/* see store_settings */
+	store_changed_callback_t *changed;	/* see store_settings */
+	void *changed_context;
 	int spool_fd;			/* O_PATH|O_DIRECTORY */
 	bool spool_nfs;			/* attributes may be cached */
 	pthread_mutex_t new_seen_lock;	/* sessions on several threads */
@@ -72,6 +74,14 @@ int store_set_error(struct store_user *user, int result, const char *fmt, ...)
 	ATTR_FORMAT(3, 4);
 /* Log errno-style failure of op on path (error level) and set a TEMP
    error; returns STORE_ERR_TEMP. err is a -errno value. */
+/* Tell the store's listener that user's mailbox changed. */
+static inline void store_notify_changed(struct store_user *user,
+					const char *mailbox)
+{
+	if (user->store->changed != NULL)
+		user->store->changed(user->name, mailbox,
+				     user->store->changed_context);
+}
 int store_io_error(struct store_user *user, const char *op, const char *path,
 		   int err);
 

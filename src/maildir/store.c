@@ -148,6 +148,8 @@ struct store *store_create(const struct store_settings *set)
 		set->tmp_grace_secs : 36 * 3600;
 	store->log_compact_bytes = set->log_compact_bytes != 0 ?
 		set->log_compact_bytes : 256 * 1024;
+	store->changed = set->changed;
+	store->changed_context = set->changed_context;
 	store->expunge_history_max = set->expunge_history_max != 0 ?
 		set->expunge_history_max : MAILBOX_EXPUNGE_HISTORY_MAX;
 	store->spool_fd = -1;

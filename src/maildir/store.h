@@ -59,6 +59,12 @@ const char *store_result_name(enum store_result r);
 
 /* ---- the store (one per process) ------------------------------------- */
 
+/* user's mailbox (canonical names) changed: a record was committed to
+   its log, or a message was delivered into it. Runs on the thread that
+   made the change, while it may hold the mailbox lock: be quick. */
+typedef void store_changed_callback_t(const char *user, const char *mailbox,
+				      void *context);
+
 struct store_settings {
 	const char *spool_dir;		/* absolute */
 	const char *node_name;		/* goes into unique file names */
@@ -71,6 +77,10 @@ struct store_settings {
 	/* Expunged UIDs (with their modseqs) each mailbox's index keeps for
 	   QRESYNC across compactions; 0 = 8192. */
 	uint32_t expunge_history_max;
+	/* Told about every change (IDLE wake-ups, cluster notifications);
+	   NULL = nobody listens. */
+	store_changed_callback_t *changed;
+	void *changed_context;
 };
 struct store *store_create(const struct store_settings *set);
 void store_destroy(struct store **store);

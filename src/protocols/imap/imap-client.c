@@ -32,6 +32,7 @@
  * splitting them would only move that struct into a header.
  */
 #include "lib/lib.h"
+#include <stdatomic.h>
 #include "lib/buffer.h"
 #include "lib/net.h"
 #include "lib/settings.h"
@@ -96,6 +97,8 @@ struct imap_session {
 
 	bool started, coro_done, conn_destroyed, freed;
 	bool shutdown;			/* server is draining */
+	bool poked;			/* its mailbox changed: IDLE syncs now */
+	bool kicked;			/* an admin ended the session */
 	bool closing;			/* BYE sent / close requested */
 	char *reason;			/* why the connection ended */
 	unsigned int bad_in_row;
@@ -626,12 +629,26 @@ const char *imap_client_read_line(struct imap_client *client,
 			(void)imap_client_bye(client, "Line too long");
 			return NULL;
 		}
+		if (s->kicked) {
+			(void)imap_client_bye(client, "Session ended by the administrator");
+			return NULL;
+		}
+		if (poll_deadline != 0 && s->poked) {
+			/* Woken by a change notification: sync now. */
+			s->poked = false;
+			session_pause_input(s);
+			if (timed_out_r != NULL)
+				*timed_out_r = true;
+			return NULL;
+		}
 		deadline = session_autologout_deadline(s);
 		if (poll_deadline != 0 && (deadline == 0 || poll_deadline < deadline))
 			deadline = poll_deadline;
 		ret = session_wait(s, SESSION_WAIT_INPUT, deadline);
 		if (ret < 0)
 			return NULL;
+		if (s->poked || s->kicked)
+			continue;
 		if (ret == 0 && poll_deadline != 0 &&
 		    ioloop_now_msecs() >= poll_deadline &&
 		    ioloop_now_msecs() < session_autologout_deadline(s)) {
@@ -902,7 +919,7 @@ static enum prefix_result session_read_prefix(struct imap_session *s,
 		in = connection_input(s->client.conn);
 		if (session_find_lf(s) >= 0 || in->used >= IMAP_PREFIX_MAX)
 			break;
-		if (s->shutdown && in->used == 0)
+		if ((s->shutdown || s->kicked) && in->used == 0)
 			return PREFIX_SHUTDOWN;
 		if (session_wait_input(s) < 0)
 			return PREFIX_DEAD;
@@ -1066,7 +1083,9 @@ static int session_command(struct imap_session *s)
 	case PREFIX_DEAD:
 		return -1;
 	case PREFIX_SHUTDOWN:
-		return imap_client_bye(&s->client, "Server shutting down");
+		return imap_client_bye(&s->client, s->shutdown ?
+				       "Server shutting down" :
+				       "Session ended by the administrator");
 	case PREFIX_BAD_TAG:
 		if (session_discard_command(s, true, 0) < 0 ||
 		    imap_client_untagged(&s->client, "BAD Invalid tag or missing command") < 0)
@@ -1150,6 +1169,11 @@ static void session_main(void *context)
 		while (!session_dead(s)) {
 			if (s->shutdown) {
 				(void)imap_client_bye(&s->client, "Server shutting down");
+				break;
+			}
+			if (s->kicked) {
+				(void)imap_client_bye(&s->client,
+						      "Session ended by the administrator");
 				break;
 			}
 			session_command_reset(s);
@@ -1353,6 +1377,53 @@ void imap_sessions_shutdown(void)
 		if (s->waiting == SESSION_WAIT_INPUT)
 			session_wake(s, false);
 	}
+}
+
+static atomic_bool imap_notify_active;
+
+void imap_set_notifications_active(bool active)
+{
+	atomic_store(&imap_notify_active, active);
+}
+
+bool imap_notifications_active(void)
+{
+	return atomic_load(&imap_notify_active);
+}
+
+void imap_sessions_mailbox_changed(const char *user, const char *mailbox)
+{
+	for (struct imap_session *s = session_list; s != NULL; s = s->next) {
+		struct imap_client *client = &s->client;
+
+		if (s->conn_destroyed || !client->idling ||
+		    client->state != IMAP_STATE_SELECTED || client->box == NULL)
+			continue;
+		if (user[0] != '\0' &&
+		    (strcmp(store_user_name(mailbox_user(client->box)), user) != 0 ||
+		     strcmp(mailbox_name(client->box), mailbox) != 0))
+			continue;
+		s->poked = true;
+		if (s->waiting == SESSION_WAIT_INPUT)
+			session_wake(s, false);
+	}
+}
+
+unsigned int imap_sessions_kick_user(const char *user)
+{
+	unsigned int count = 0;
+
+	for (struct imap_session *s = session_list; s != NULL; s = s->next) {
+		if (s->conn_destroyed || s->client.user == NULL ||
+		    strcmp(s->client.user, user) != 0)
+			continue;
+		log_id_info(s->id, "session of %s ended by the administrator", user);
+		s->kicked = true;
+		count++;
+		if (s->waiting == SESSION_WAIT_INPUT)
+			session_wake(s, false);
+	}
+	return count;
 }
 
 unsigned int imap_session_count(void)

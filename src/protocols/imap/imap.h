@@ -39,6 +39,21 @@ void imap_session_start(struct ioloop *loop, int fd,
    shutting down" when it is between commands (at once if idle, IDLE
    included; after the running command otherwise). */
 void imap_sessions_shutdown(void);
+/* user's mailbox changed (on any node): this thread's sessions in IDLE on
+   it sync now instead of at their next poll. user "" = every IDLE
+   session syncs (notifications may have been lost). */
+void imap_sessions_mailbox_changed(const char *user, const char *mailbox);
+/* End this thread's sessions of user (canonical address) with BYE, each
+   when it is between commands; returns how many there were. */
+unsigned int imap_sessions_kick_user(const char *user);
+/* IDLE commands running now in this process (any thread). */
+unsigned int imap_idle_sessions_total(void);
+/* Is the daemon told about every change in the cluster (it is in the CPG
+   group)? Then IDLE polls only as a safety net, every
+   IMAP_IDLE_SAFETY_POLL_MSECS. The daemon sets this (any thread). */
+#define IMAP_IDLE_SAFETY_POLL_MSECS 30000
+void imap_set_notifications_active(bool active);
+bool imap_notifications_active(void);
 /* Sessions of this thread not yet freed. */
 unsigned int imap_session_count(void);
 
