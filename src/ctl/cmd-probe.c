@@ -37,29 +37,19 @@ static void probe_print_value(const char *path, enum json_type type ATTR_UNUSED,
 int cmd_probe(struct ctl *ctl, int argc, char **argv ATTR_UNUSED)
 {
 	struct probe_print print = { .human = !ctl->json };
-	char *reply, *error;
-	const char *parse_error;
 	int ret;
 
 	if (argc != 1) {
 		ctl_error("usage: clustermailctl probe [--json]");
 		return CTL_EXIT_USAGE;
 	}
-	ret = control_client_request(ctl->set->control_socket, "probe",
-				     PROBE_TIMEOUT_MSECS, &reply, &error);
+	ret = control_client_json(ctl->set->control_socket, "probe",
+				  PROBE_TIMEOUT_MSECS, probe_print_value, &print,
+				  ctl->json);
 	if (ret != CTL_EXIT_OK) {
-		ctl_error("%s", error);
-		free(error);
+		free(print.error);
 		return ret;
 	}
-	if (json_parse(reply, probe_print_value, &print, &parse_error) < 0) {
-		ctl_error("malformed reply from the daemon: %s", parse_error);
-		free(reply);
-		return CTL_EXIT_IOERR;
-	}
-	if (ctl->json)
-		printf("%s\n", reply);
-	free(reply);
 	if (print.error != NULL) {
 		ctl_error("probe failed: %s", print.error);
 		free(print.error);

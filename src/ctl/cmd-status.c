@@ -38,30 +38,17 @@ static void status_print_value(const char *path, enum json_type type,
 
 int cmd_status(struct ctl *ctl, int argc, char **argv)
 {
-	struct status_print print = { .human = false };
-	char *reply, *error;
-	const char *parse_error;
+	struct status_print print = { .human = !ctl->json };
 	int ret;
 
 	if (argc != 1) {
 		ctl_error("usage: clustermailctl status [--json]");
 		return CTL_EXIT_USAGE;
 	}
-	ret = control_client_request(ctl->set->control_socket, "status",
-				     STATUS_TIMEOUT_MSECS, &reply, &error);
-	if (ret != CTL_EXIT_OK) {
-		ctl_error("%s", error);
-		free(error);
+	ret = control_client_json(ctl->set->control_socket, "status",
+				  STATUS_TIMEOUT_MSECS, status_print_value, &print,
+				  ctl->json);
+	if (ret != CTL_EXIT_OK)
 		return ret;
-	}
-	print.human = !ctl->json;
-	if (json_parse(reply, status_print_value, &print, &parse_error) < 0) {
-		ctl_error("malformed reply from the daemon: %s", parse_error);
-		free(reply);
-		return CTL_EXIT_IOERR;
-	}
-	if (ctl->json)
-		printf("%s\n", reply);
-	free(reply);
 	return print.error_seen ? CTL_EXIT_FAILURE : CTL_EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #include "control-client.h"
 
 #include <poll.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -118,4 +119,30 @@ bool control_client_hint(const char *socket_path, const char *command,
 	ok = strstr(reply, "\"error\"") == NULL;
 	free(reply);
 	return ok;
+}
+
+int control_client_json(const char *socket_path, const char *command,
+			unsigned int timeout_msecs, json_visit_t *visit,
+			void *context, bool print_reply)
+{
+	char *reply, *error;
+	const char *parse_error;
+	int ret;
+
+	ret = control_client_request(socket_path, command, timeout_msecs,
+				     &reply, &error);
+	if (ret != CTL_EXIT_OK) {
+		ctl_error("%s", error);
+		free(error);
+		return ret;
+	}
+	if (json_parse(reply, visit, context, &parse_error) < 0) {
+		ctl_error("malformed reply from the daemon: %s", parse_error);
+		free(reply);
+		return CTL_EXIT_IOERR;
+	}
+	if (print_reply)
+		printf("%s\n", reply);
+	free(reply);
+	return CTL_EXIT_OK;
 }

@@ -17,6 +17,15 @@ int control_client_request(const char *socket_path, const char *command,
 			   unsigned int timeout_msecs, char **reply_r,
 			   char **error_r);
 
+/* A request whose JSON reply is visited scalar by scalar (json.h), and
+   printed as it came when print_reply is set (--json). Failures are
+   reported with ctl_error(); returns a CTL_EXIT_* code (IOERR for a
+   malformed reply). */
+#include "lib/json.h"
+int control_client_json(const char *socket_path, const char *command,
+			unsigned int timeout_msecs, json_visit_t *visit,
+			void *context, bool print_reply);
+
 /* Best effort, for hints the daemon can live without (a wake-up after a
    delivery, a queue flush): send command, wait at most timeout_msecs,
    ignore every failure. Returns true when the daemon answered without an

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static __thread char net_error_buf[256];
@@ -218,11 +219,14 @@ bool net_cidr_match(const struct net_cidr *cidr, const struct sockaddr *sa)
 	return false;
 }
 
+/* 100 ms apart: about 5 s for a port held by a process just killed. */
+#define NET_BIND_RETRIES 50
+
 int net_listen_tcp(const struct net_addr *addr, int backlog,
 		   const char **error_r)
 {
 	char name[NET_ADDR_STRLEN];
-	int fd, one = 1;
+	int fd, ret, one = 1;
 
 	fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -232,8 +236,20 @@ int net_listen_tcp(const struct net_addr *addr, int backlog,
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (addr->ss.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ||
-	    listen(fd, backlog) < 0) {
+	/* A daemon that was just killed (a crash, SIGKILL from a cluster
+	   manager) may still hold its listeners for a moment: io_uring
+	   tears down a dead process's ring, and drops the files its
+	   pending accepts hold, asynchronously after the process is gone.
+	   Give that a few seconds instead of failing the restart. */
+	for (int tries = 0; ; tries++) {
+		struct timespec pause = { 0, 100 * 1000 * 1000 };
+
+		ret = bind(fd, (const struct sockaddr *)&addr->ss, addr->len);
+		if (ret == 0 || errno != EADDRINUSE || tries >= NET_BIND_RETRIES)
+			break;
+		(void)nanosleep(&pause, NULL);
+	}
+	if (ret < 0 || listen(fd, backlog) < 0) {
 		*error_r = net_error("listen on %s: %s",
 				     net_addr_str((const struct sockaddr *)&addr->ss, name),
 				     strerror(errno));

@@ -43,7 +43,9 @@ int net_cidr_parse(const char *spec, struct net_cidr *cidr_r,
 bool net_cidr_match(const struct net_cidr *cidr, const struct sockaddr *sa);
 
 /* Create a listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec,
-   IPV6_V6ONLY for IPv6). Returns fd, or -1 with error_r set. */
+   IPV6_V6ONLY for IPv6). An address in use is tried again for about 5 s
+   (a process killed a moment ago may still hold it). Returns fd, or -1
+   with error_r set. */
 int net_listen_tcp(const struct net_addr *addr, int backlog,
 		   const char **error_r);
 /* Create a listening unix stream socket at path (removing a stale socket

@@ -140,3 +140,21 @@ def wait_for(predicate, timeout=10, interval=0.05):
             return True
         time.sleep(interval)
     return predicate()
+
+
+def idle_until(r, predicate, timeout):
+    """Lines a Raw client in IDLE receives until predicate(line) is true
+    or timeout seconds have passed."""
+    r.sock.settimeout(timeout)
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            line = r.line()
+            got.append(line)
+            if predicate(line):
+                break
+    except (TimeoutError, OSError, EOFError):
+        pass
+    r.sock.settimeout(10)
+    return got

@@ -183,20 +183,17 @@ def stop_all(daemons):
         d.stop()
 
 
-def idle_until(r, predicate, timeout):
-    r.sock.settimeout(timeout)
-    got = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            line = r.line()
-            got.append(line)
-            if predicate(line):
-                break
-    except (TimeoutError, OSError):
-        pass
-    r.sock.settimeout(10)
-    return got
+idle_until = imaptest.idle_until
+
+
+def idle_client(daemon, user=ALICE):
+    """A Raw client of user on daemon, INBOX selected, in IDLE."""
+    r = imaptest.Raw(daemon)
+    r.login(user=user)
+    assert r.cmd("s SELECT INBOX")[1].startswith("s OK")
+    r.send("i IDLE\r\n")
+    assert r.line().startswith("+")
+    return r
 
 
 def append(r, tag, text):
@@ -320,11 +317,7 @@ def test_lmtp_delivery_wakes_idle_on_other_node(workdir, corosync):
         for d in daemons:
             d.start()
         wait_members(daemons, 2)
-        rb = imaptest.Raw(b)
-        rb.login()
-        assert rb.cmd("s SELECT INBOX")[1].startswith("s OK")
-        rb.send("i IDLE\r\n")
-        assert rb.line().startswith("+")
+        rb = idle_client(b)
         start = time.monotonic()
         with smtplib.LMTP("127.0.0.1", a.ports["lmtp"]) as lmtp:
             lmtp.sendmail("x@example.org", [ALICE], MSG % (1, 1))
@@ -386,11 +379,7 @@ def test_corosync_dies_and_comes_back(workdir, corosync):
         assert all(v["last_error"] == "" for v in views)
         assert "cluster: joined CPG group" in a.read_log()
         # and notifications work again
-        rb = imaptest.Raw(b)
-        rb.login()
-        assert rb.cmd("s SELECT INBOX")[1].startswith("s OK")
-        rb.send("i IDLE\r\n")
-        assert rb.line().startswith("+")
+        rb = idle_client(b)
         start = time.monotonic()
         imaptest.deliver(a, ALICE, MSG % (1, 1))
         got = idle_until(rb, lambda x: x == "* 1 EXISTS", 5)
@@ -407,11 +396,7 @@ def test_kick_user_reaches_every_node(workdir, corosync):
         for d in daemons:
             d.start()
         wait_members(daemons, 2)
-        rb = imaptest.Raw(b)
-        rb.login()
-        assert rb.cmd("s SELECT INBOX")[1].startswith("s OK")
-        rb.send("i IDLE\r\n")
-        assert rb.line().startswith("+")
+        rb = idle_client(b)
         other = imaptest.Raw(b)     # bob stays
         other.login(user="bob@example.com")
         out = a.ctl("user", "kick", "Alice@Example.com")

@@ -334,6 +334,20 @@ def test_second_instance_refused(daemon):
     assert daemon.http_get("/health")[0] == 200
 
 
+def test_restart_right_after_sigkill(daemon):
+    """A crashed daemon restarted at once (what a cluster manager does)
+    must get its ports back, although io_uring releases a killed
+    process's listeners a moment after the process is gone."""
+    for _ in range(5):
+        daemon.proc.kill()
+        daemon.proc.wait()
+        daemon.log.close()
+        daemon.start()      # raises when it exits (EADDRINUSE: 71)
+        with socket.create_connection(("127.0.0.1", daemon.ports["imap"]),
+                                      timeout=5) as s:
+            assert s.recv(100).startswith(b"* OK")
+
+
 def test_detaches_and_reports_ready(workdir):
     d = Daemon(workdir)
     out = subprocess.run([binary("clustermaild"), "-c", d.conf],

@@ -471,21 +471,7 @@ def test_move_read_only_refused(server):
 
 # ---- IDLE --------------------------------------------------------------------
 
-def idle_until(r, predicate, timeout):
-    """Lines received while idling until predicate(line) or timeout."""
-    r.sock.settimeout(timeout)
-    got = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            line = r.line()
-            got.append(line)
-            if predicate(line):
-                break
-    except TimeoutError:
-        pass
-    r.sock.settimeout(10)
-    return got
+idle_until = imaptest.idle_until
 
 
 def test_idle_sees_delivery(server):
