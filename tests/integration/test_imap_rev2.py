@@ -346,3 +346,48 @@ def test_nonsync_literal_over_4096_accepted(server):
     # not as a literal the parser could not take
     assert tagged.split(" ")[1] in ("OK", "NO"), tagged
     ok(r.cmd("c NOOP"))
+
+
+# ---- APPEND "UTF8 (literal8)" (RFC 6855) -------------------------------------
+
+UTF8_MSG = ("From: \u00e5sa@example.org\r\nSubject: Gr\u00fc\u00dfe aus K\u00f6ln\r\n"
+            "\r\nHallo\r\n").encode()
+
+
+def test_append_utf8_data_item(server):
+    r = session(server, rev2=False)
+    ok(r.cmd("e ENABLE UTF8=ACCEPT"))
+    # synchronizing, with flags, then MULTIAPPEND mixing both forms
+    r.send(f"a APPEND INBOX (\\Seen) UTF8 (~{{{len(UTF8_MSG)}}}\r\n".encode())
+    assert r.line().startswith("+")
+    r.send(UTF8_MSG + b")\r\n")
+    _, tagged = r.response("a")
+    assert re.match(r"a OK \[APPENDUID \d+ 1\]", tagged), tagged
+    r.send(f"b APPEND INBOX UTF8 (~{{{len(UTF8_MSG)}+}}\r\n".encode() +
+           UTF8_MSG + f") {{{len(UTF8_MSG)}+}}\r\n".encode() + UTF8_MSG +
+           b"\r\n")
+    _, tagged = r.response("b")
+    assert re.match(r"b OK \[APPENDUID \d+ 2:3\]", tagged), tagged
+    ok(r.cmd("c SELECT INBOX"))
+    r.send(b"d FETCH 1:3 (FLAGS BODY.PEEK[])\r\n")
+    lines, tagged = read_bytes_response(r, "d")
+    assert tagged.startswith(b"d OK"), tagged
+    assert len(lines) == 3 and all(UTF8_MSG in x for x in lines), lines
+    assert b"\\Seen" in lines[0] and b"\\Seen" not in lines[1]
+
+
+def test_append_utf8_data_item_malformed(server):
+    r = session(server, rev2=True)
+    # a plain literal inside UTF8 ( ): literal8 is required
+    r.send(f"a APPEND INBOX UTF8 ({{{len(UTF8_MSG)}+}}\r\n".encode() +
+           UTF8_MSG + b")\r\n")
+    assert bad(r.response("a")) == []
+    # something after the message inside the parentheses
+    r.send(f"b APPEND INBOX UTF8 (~{{{len(UTF8_MSG)}+}}\r\n".encode() +
+           UTF8_MSG + b" extra)\r\n")
+    assert bad(r.response("b")) == []
+    # UTF8 without a list
+    bad(r.cmd("c APPEND INBOX UTF8"))
+    # nothing was kept, and the session still works
+    lines = ok(r.cmd("d STATUS INBOX (MESSAGES)"))
+    assert "MESSAGES 0" in lines[0], lines

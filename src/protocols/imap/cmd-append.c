@@ -28,6 +28,12 @@
  * as CRLF); its Content-Transfer-Encoding is not re-encoded (RFC 3516
  * lets the server keep binary parts as they are).
  *
+ * RFC 6855's "UTF8 (~{N}...)" form of the message is accepted from any
+ * client (RFC 9755 has since dropped it, but a client written for 6855 may
+ * still send it) and stored like any other literal8; 8-bit header fields
+ * are stored as sent, whether or not UTF8=ACCEPT was enabled (refusing
+ * them would lose the mail of clients that never ENABLE).
+ *
  * Another user's mailbox ("Other Users/<owner>/...", imap-util.h) is
  * opened in the owner's spool with MAILBOX_OPEN_INSERT: the store wants
  * "i" (not "r") and keeps only the flags the session's rights cover. A
@@ -210,6 +216,7 @@ static enum append_result append_one(struct append_context *ctx,
 	const char **keywords = NULL, *error, *date;
 	size_t keyword_count = 0;
 	enum append_result res = APPEND_REPLIED;
+	bool utf8 = false;
 
 	if (arg->type == IMAP_ARG_LIST) {
 		if (imap_flags_parse(arg, &opts.flags, &keywords,
@@ -229,6 +236,17 @@ static enum append_result append_one(struct append_context *ctx,
 		if ((arg = append_next(ctx, &res)) == NULL)
 			goto out;
 	}
+	if (imap_arg_atom_equals(arg, "UTF8")) {
+		/* RFC 6855 "UTF8 (literal8)": the message is a literal8,
+		   then the list closes (reported empty by the parser). */
+		utf8 = true;
+		if ((arg = append_next(ctx, &res)) == NULL)
+			goto out;
+		if (arg->type != IMAP_ARG_LITERAL_STREAM || !arg->literal8) {
+			imap_command_bad(ctx->cmd, "UTF8 expects (~{size} message)");
+			goto out;
+		}
+	}
 	if (!append_check_literal(ctx, arg))
 		goto out;
 	if (keywords != NULL) {
@@ -238,6 +256,16 @@ static enum append_result append_one(struct append_context *ctx,
 		opts.keywords = keywords;
 	}
 	res = append_save(ctx, &opts, arg->literal8);
+	if (res == APPEND_OK && utf8) {
+		const struct imap_arg *close = append_next(ctx, &res);
+
+		if (close == NULL) {
+			res = res == APPEND_DEAD ? APPEND_DEAD : APPEND_REPLIED;
+		} else if (close->type != IMAP_ARG_LIST || close->list_count != 0) {
+			imap_command_bad(ctx->cmd, "UTF8 expects (~{size} message)");
+			res = APPEND_REPLIED;
+		}
+	}
 out:
 	free(keywords);
 	return res;

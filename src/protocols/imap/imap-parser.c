@@ -498,13 +498,28 @@ static bool parser_tokenize(struct imap_parser *parser, const unsigned char *p,
 
 /* ---- feeding ---------------------------------------------------------- */
 
+/* parser_in_utf8_item - the literal is the first thing in a list that
+   follows a top-level atom UTF8: APPEND's "UTF8 (literal8)" of RFC 6855,
+   whose message is streamed like a top-level one (the list then closes
+   empty) */
+static bool parser_in_utf8_item(const struct imap_parser *parser)
+{
+	const struct imap_parser_level *top = &parser->levels[0];
+	const struct imap_arg *last;
+
+	if (parser->depth != 1 || parser->levels[1].count != 0 || top->count == 0)
+		return false;
+	last = &top->args[top->count - 1];
+	return last->type == IMAP_ARG_ATOM && strcasecmp(last->str, "UTF8") == 0;
+}
+
 /* parser_literal_decide - what to do with the announced literal */
 static enum imap_parser_result parser_literal_decide(struct imap_parser *parser,
 						     bool stream)
 {
 	struct imap_arg *lit = &parser->literal;
 
-	if (stream && parser->depth == 0) {
+	if (stream && (parser->depth == 0 || parser_in_utf8_item(parser))) {
 		parser->state = IMAP_PARSER_STATE_STREAM;
 		return IMAP_PARSER_STREAM;
 	}

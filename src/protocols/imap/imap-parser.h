@@ -110,7 +110,9 @@ void imap_parser_reset(struct imap_parser *parser);
 /* Feed input: consumes from data[0..size) and sets *consumed_r. With
    stream = true, top-level literals are not read but reported as
    IMAP_PARSER_STREAM, and parsing stops after each top-level argument
-   (DONE with one more argument available). */
+   (DONE with one more argument available). So is the literal of an
+   APPEND "UTF8 (literal8)" item (RFC 6855): the atom UTF8 comes first,
+   then the literal, then the list, which closes empty. */
 enum imap_parser_result imap_parser_feed(struct imap_parser *parser,
 					 const unsigned char *data, size_t size,
 					 bool stream, size_t *consumed_r);
