@@ -39,6 +39,7 @@ void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Command families. argv[0] is the command name ("user"). Return an exit
    code from the list above. */
 int cmd_status(struct ctl *ctl, int argc, char **argv);
+int cmd_reload(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
 /* The spool commands (see store-setup.h). */
 int cmd_deliver(struct ctl *ctl, int argc, char **argv);

@@ -27,6 +27,7 @@ struct ctl_command {
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status", cmd_status, true, "show the running daemon's status" },
+	{ "reload", cmd_reload, true, "make the daemon re-read its configuration" },
 	{ "user", cmd_user, true, "add, delete, list users; set passwords" },
 	{ "deliver", cmd_deliver, true, "deliver a message from stdin (LDA)",
 	  CTL_EXIT_TEMPFAIL },

@@ -266,6 +266,26 @@ def test_sighup_reload(daemon):
     assert imap_greeting(daemon.ports["imap"]).startswith(IMAP_GREETING)
 
 
+def test_ctl_reload(daemon):
+    gen = daemon.control_request("status")["config_generation"]
+    out = daemon.ctl("reload")
+    assert out.returncode == 0, out.stderr
+    assert f"configuration reloaded (generation {gen + 1})" in out.stdout
+    out = daemon.ctl("--json", "reload")
+    assert json.loads(out.stdout)["config_generation"] == gen + 2
+    # a broken file: refused (by clustermailctl, which reads it too), and
+    # the daemon keeps its configuration
+    daemon.write_config(extra="no_such_key = 1")
+    out = daemon.ctl("reload")
+    assert out.returncode == 78 and "no_such_key" in out.stderr
+    assert daemon.control_request("status")["config_generation"] == gen + 2
+    daemon.proc.terminate()
+    daemon.proc.wait()
+    daemon.write_config()
+    out = daemon.ctl("reload")
+    assert out.returncode == 69, out
+
+
 def test_reload_changes_tls_certificate(daemon):
     def peer_cert():
         ctx = tls_client_context()
