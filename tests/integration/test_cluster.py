@@ -80,7 +80,7 @@ uidgid {{
                            timeout=10)
         return r.returncode == 0
 
-    def start(self):
+    def start(self, tries=3):
         self.log = open(self.logfile, "ab")
         self.proc = subprocess.Popen(
             ["corosync", "-f", "-c", self.conf], stdout=self.log,
@@ -88,6 +88,12 @@ uidgid {{
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # (a corosync stopped a moment ago may still hold its
+                # port or IPC names)
+                self.log.close()
+                if tries > 1:
+                    time.sleep(1)
+                    return self.start(tries - 1)
                 raise AssertionError("corosync exited:\n" + self.read_log())
             r = subprocess.run(["corosync-cpgtool"], capture_output=True,
                                timeout=10)
