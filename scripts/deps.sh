@@ -16,6 +16,7 @@ postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 python3-aiosmtpd
 corosync pacemaker pacemaker-cli-utils resource-agents crmsh pcs
 shellcheck libxml2-utils
+qemu-system-x86 qemu-utils debootstrap e2fsprogs
 "
 
 missing=""

@@ -73,8 +73,8 @@
  * every handle is destroyed) runs the queued operations, then dispatches
  * synchronously until every record is gone (bounded by
  * LOCK_DLM_DRAIN_MSECS: blocking is acceptable at shutdown, hanging is
- * not), and releases the lockspace (removed if we were the last user;
- * otherwise, or without privileges, the kernel refuses and it stays).
+ * not), and drops our create reference on the lockspace (the kernel
+ * removes it with the last reference) or, if we only opened it, closes it.
  */
 #include "lib/lib.h"
 #include "io/ioloop.h"
@@ -139,6 +139,9 @@ struct lock_dlm_client {
 	atomic_uint refcount;		/* owner + wake post + armed poll */
 	char *ls_name;			/* owned */
 	dlm_lshandle_t ls;
+	/* We hold one of the kernel's create references on the lockspace
+	   (dlm_create_lockspace), which dlm_release_lockspace() drops. */
+	bool ls_referenced;
 	int fd;
 	struct ioloop *dispatch_loop;	/* borrowed */
 	struct io_request poll_req;
@@ -594,10 +597,17 @@ static int lock_dlm_open(struct lock_dlm_client *dc, char **error_r)
 				      strerror(errno));
 		return -1;
 	}
-	/* Opening needs no privileges; creating needs CAP_SYS_ADMIN. */
-	dc->ls = dlm_open_lockspace(dc->ls_name);
+	/* The kernel counts the creators of a lockspace and removes it when
+	   the last one releases it; a process that merely opened it must
+	   only close it, or its release would drop another process's
+	   reference and tear the lockspace down under that process (with
+	   dlm_controld's leave, which blocks the release in the kernel).
+	   So join as a creator when we may (CAP_SYS_ADMIN: the daemon
+	   before dropping privileges, root tools), and open otherwise. */
+	dc->ls = dlm_create_lockspace(dc->ls_name, 0600);
+	dc->ls_referenced = dc->ls != NULL;
 	if (dc->ls == NULL)
-		dc->ls = dlm_create_lockspace(dc->ls_name, 0600);
+		dc->ls = dlm_open_lockspace(dc->ls_name);
 	if (dc->ls == NULL) {
 		*error_r = mem_printf("dlm lock backend: cannot open lockspace "
 				      "%s: %s (is dlm_controld running?)",
@@ -652,11 +662,17 @@ static void lock_dlm_client_destroy(struct lock_client *client)
 	if (io_request_is_pending(&dc->poll_req))
 		io_cancel(dc->dispatch_loop, &dc->poll_req);
 
-	/* Closes our handle in any case; removes the lockspace if nobody
-	   else uses it and we may (the kernel refuses otherwise). */
-	if (dlm_release_lockspace(dc->ls_name, dc->ls, 0) < 0)
-		log_warn("dlm lock backend: releasing lockspace %s: %s",
+	/* Drops our create reference (the kernel removes the lockspace
+	   with the last one) and closes our handle; a handle we only
+	   opened is only closed. */
+	if (dc->ls_referenced) {
+		if (dlm_release_lockspace(dc->ls_name, dc->ls, 0) < 0)
+			log_warn("dlm lock backend: releasing lockspace %s: %s",
+				 dc->ls_name, strerror(errno));
+	} else if (dlm_close_lockspace(dc->ls) < 0) {
+		log_warn("dlm lock backend: closing lockspace %s: %s",
 			 dc->ls_name, strerror(errno));
+	}
 	/* The fd is closed: no AST can reach what is left. */
 	while (dc->records != NULL)
 		lock_dlm_record_free(dc->records);

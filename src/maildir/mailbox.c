@@ -1059,6 +1059,29 @@ int mailbox_metadata_exists(struct store_user *user, const char *dir)
 		STORE_OK : STORE_ERR_NOTFOUND;
 }
 
+/* log_open_flags - how the change log is opened: on NFS with O_DIRECT,
+   so that its reads and writes bypass the client's page cache. Our locks
+   live on other files (SPOOL/.locks/), so taking one does not make the
+   NFS client revalidate the log's cached pages, and a reader could see
+   another node's appends only partly (a torn record, a false alarm of
+   damage). O_DIRECT on NFS has no alignment rules. */
+static int log_open_flags(const struct mailbox *box)
+{
+	return O_RDWR | (box->user->store->spool_nfs ? O_DIRECT : 0);
+}
+
+/* log_fd_is - is fd (just opened by name) the file box->log_fd is open
+   on? False too when the old one is gone (ESTALE on NFS). */
+static bool log_fd_is(struct mailbox *box, int fd)
+{
+	struct stat a, b;
+
+	if (sio_fstat(box->user->sio, fd, &a) < 0 ||
+	    sio_fstat(box->user->sio, box->log_fd, &b) < 0)
+		return false;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 int mailbox_write_snapshot(struct mailbox *box)
 {
 	struct sio *sio = box->user->sio;
@@ -1081,7 +1104,7 @@ int mailbox_write_snapshot(struct mailbox *box)
 		return ret;
 	if ((ret = sio_fsync(sio, box->dir_fd, false)) < 0)
 		return store_io_error(box->user, "fsync", box->dir, ret);
-	fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, O_RDWR, 0);
+	fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, log_open_flags(box), 0);
 	if (fd < 0)
 		return store_io_error(box->user, "open", MAILBOX_LOG_FILE, fd);
 	if (box->log_fd >= 0)
@@ -1168,7 +1191,7 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 
 	if (box->log_fd >= 0)
 		(void)sio_close(sio, box->log_fd);
-	box->log_fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, O_RDWR, 0);
+	box->log_fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, log_open_flags(box), 0);
 	if (box->log_fd == -ENOENT) {
 		*reason_r = "log file missing";
 		view_reset_state(box);
@@ -1587,7 +1610,7 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 		uint32_t uidvalidity, gen;
 		int fd;
 
-		fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, O_RDWR, 0);
+		fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, log_open_flags(box), 0);
 		if (fd == -ENOENT) {
 			ret = STORE_ERR_CORRUPT;
 			reason = "log file missing";
@@ -1599,7 +1622,7 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 				reason = "bad log header";
 		}
 		if (ret == STORE_OK && box->loaded && gen == box->log_gen &&
-		    uidvalidity == box->uidvalidity) {
+		    uidvalidity == box->uidvalidity && log_fd_is(box, fd)) {
 			/* Same log: keep our fd (same file) and read the tail. */
 			(void)sio_close(sio, fd);
 			if (box->log_offset != UINT64_MAX) {

@@ -103,6 +103,7 @@ struct options {
 	uint64_t compact_bytes;
 	unsigned long bench_count;
 	bool bench_stdin;
+	enum settings_lock_backend lock_backend;	/* default fcntl */
 };
 
 /* Everything a store needs in a process: pool, loop, locks, sio. */
@@ -490,7 +491,7 @@ static void env_open(void)
 {
 	struct ioloop_settings loop_set = { .name = "torture" };
 	struct lock_client_settings lock_set = {
-		.backend = SETTINGS_LOCK_FCNTL, .spool_dir = opt.spool,
+		.backend = opt.lock_backend, .spool_dir = opt.spool,
 	};
 	struct store_settings store_set = {
 		.spool_dir = opt.spool,
@@ -507,7 +508,8 @@ static void env_open(void)
 	lock_set.dispatch_loop = env.loop;
 	env.locks = lock_client_create(&lock_set, &error);
 	if (env.locks == NULL)
-		log_fatal("fcntl lock client: %s", error);
+		log_fatal("%s lock client: %s",
+			  settings_lock_backend_name(opt.lock_backend), error);
 	env.sio = sio_create_sync(env.loop);
 	store_set.locks = env.locks;
 	env.store = store_create(&store_set);
@@ -1840,7 +1842,7 @@ static void ATTR_NORETURN usage(void)
 		"usage: torture --init|--run|--dump|--bench-open|--bench-deliver N\n"
 		"  --spool DIR --users a@x[,b@x...] [--node NAME] [--journal FILE]\n"
 		"  [--seconds N | --deadline UNIXTIME] [--seed S] [--compact-bytes N]\n"
-		"  [--mailbox NAME] [--stdin]\n");
+		"  [--mailbox NAME] [--stdin] [--lock-backend fcntl|dlm]\n");
 	exit(EXIT_SETUP);
 }
 
@@ -1875,6 +1877,7 @@ static void parse_options(int argc, char **argv)
 		{ "compact-bytes", required_argument, NULL, 'c' },
 		{ "mailbox", required_argument, NULL, 'm' },
 		{ "stdin", no_argument, NULL, 'i' },
+		{ "lock-backend", required_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -1905,6 +1908,14 @@ static void parse_options(int argc, char **argv)
 		case 'c': opt.compact_bytes = strtoull(optarg, NULL, 0); break;
 		case 'm': opt.mailbox = optarg; break;
 		case 'i': opt.bench_stdin = true; break;
+		case 'L':
+			if (strcmp(optarg, "fcntl") == 0)
+				opt.lock_backend = SETTINGS_LOCK_FCNTL;
+			else if (strcmp(optarg, "dlm") == 0)
+				opt.lock_backend = SETTINGS_LOCK_DLM;
+			else
+				usage();
+			break;
 		default: usage();
 		}
 	}
