@@ -432,6 +432,27 @@ in_node 1 corosync-cpgtool -e >"$work/cpg.txt" 2>&1 || true
 log "CPG group clustermail: $(awk '/^[^[:space:]]/ { g = $1 }
 	/^[[:space:]]/ && g == "clustermail" { n++ } END { print n + 0 }' "$work/cpg.txt") members"
 
+# ---- the admin's view: clustermailctl cluster status on node 1 merges
+# Pacemaker's (crm_mon, cibadmin) and the CPG group's
+in_node 1 "$ctl" -c "$work/clustermail.conf" --node cmha1 --json cluster status \
+	>"$work/status.json" || fail "clustermailctl cluster status failed"
+"$python" - "$work/status.json" "$subnet" <<'PY' || fail "cluster status: $(cat "$work/status.json")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+subnet = sys.argv[2]
+assert doc["pacemaker"]["answered"], doc["pacemaker"]
+nodes = {n["name"]: n for n in doc["nodes"]}
+assert sorted(nodes) == ["cmha1", "cmha2", "cmha3"], sorted(nodes)
+for i in (1, 2, 3):
+    n = nodes[f"cmha{i}"]
+    assert n["online"] and n["clustermail"] == "started", n
+    assert n["vips"] == [f"{subnet}.10{i}"], n
+    if doc["cpg"]["answered"] and doc["cpg"]["joined"]:
+        assert n["cpg_member"], n
+assert nodes["cmha1"]["self"]
+PY
+log "clustermailctl cluster status: 3 nodes online, clustermail started, one VIP each"
+
 # ---- mail before the failure
 per_vip=20
 for v in 1 2 3; do
