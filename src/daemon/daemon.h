@@ -115,7 +115,8 @@ bool notify_kick_user(const char *user);
    worked; the timings are in milliseconds. */
 typedef void probe_done_t(const char *error, uint64_t lock_msecs,
 			  uint64_t spool_msecs, void *context);
-/* Main loop only; done runs exactly once, maybe inside this call. */
+/* Main loop only; done runs exactly once, on loop, never inside this
+   call. */
 void probe_start(struct ioloop *loop, probe_done_t *done, void *context);
 
 /* --- http.c: /metrics and /health (main loop) --- */

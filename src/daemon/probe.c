@@ -137,6 +137,34 @@ static void probe_locked(struct lock *lock, int result, void *context)
 	ioloop_run_blocking(probe->loop, &probe->req, probe_spool_work, probe);
 }
 
+/* A probe refused before it began; answered from the loop like any
+   other, so that the caller never sees its callback inside probe_start()
+   (the control socket keeps its replies in the order of the commands). */
+struct probe_refusal {
+	probe_done_t *done;
+	void *context;
+	char error[128];
+};
+
+static void probe_refusal_run(void *context)
+{
+	struct probe_refusal *refusal = context;
+
+	refusal->done(refusal->error, 0, 0, refusal->context);
+	free(refusal);
+}
+
+static void probe_refuse(struct ioloop *loop, probe_done_t *done,
+			 void *context, const char *error)
+{
+	struct probe_refusal *refusal = mem_zalloc(sizeof(*refusal));
+
+	refusal->done = done;
+	refusal->context = context;
+	snprintf(refusal->error, sizeof(refusal->error), "%s", error);
+	ioloop_post(loop, probe_refusal_run, refusal);
+}
+
 void probe_start(struct ioloop *loop, probe_done_t *done, void *context)
 {
 	struct daemon_config *config;
@@ -149,12 +177,12 @@ void probe_start(struct ioloop *loop, probe_done_t *done, void *context)
 			 "the previous probe has been stuck for %llu s",
 			 (unsigned long long)(ioloop_now_msecs() -
 					      probe_current->started) / 1000);
-		done(error, 0, 0, context);
+		probe_refuse(loop, done, context, error);
 		return;
 	}
 	if (daemon_store() == NULL || (locks = daemon_lock_client()) == NULL) {
-		done("the mail store is unavailable (is the spool mounted?)",
-		     0, 0, context);
+		probe_refuse(loop, done, context,
+			     "the mail store is unavailable (is the spool mounted?)");
 		return;
 	}
 	probe = mem_zalloc(sizeof(*probe));

@@ -243,6 +243,27 @@ def test_control_socket_protocol(daemon):
     assert json.loads(daemon.ctl("--json", "status").stdout)["node"] == "n1"
 
 
+def test_control_replies_keep_command_order_around_probe(daemon):
+    """probe answers later than the commands around it; the replies still
+    come in the order of the commands, also when the probe is refused at
+    once (no spool here) and when two probes are pipelined."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(daemon.control)
+        s.sendall(b"ping\nprobe\nping\nprobe\nbogus\n")
+        s.settimeout(15)
+        data = b""
+        while data.count(b"\n") < 5:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+    replies = [json.loads(line) for line in data.decode().splitlines()]
+    assert replies[0] == {"pong": True}
+    assert "mail store is unavailable" in replies[1]["error"]
+    assert replies[2] == {"pong": True}
+    assert "mail store is unavailable" in replies[3]["error"]
+    assert "unknown command" in replies[4]["error"]
+
+
 def test_sighup_reload(daemon):
     gen = json.loads(daemon.ctl("--json", "status").stdout)["config_generation"]
     daemon.signal(signal.SIGHUP)
