@@ -363,18 +363,17 @@ static int cluster_find(uint32_t nodeid, uint32_t pid)
 	return -1;
 }
 
-/* cluster_member_label - "name (node N pid P)" for logs */
-static void cluster_member_label(const struct cluster_member *m, char *buf,
-				 size_t size)
+/* cluster_member_label - "name (corosync node N, pid P)" for logs, or
+   without the name while it is not known (name may be NULL) */
+static void cluster_member_label(const char *name, uint32_t nodeid,
+				 uint32_t pid, char *buf, size_t size)
 {
-	if (m != NULL && m->name[0] != '\0')
+	if (name != NULL && name[0] != '\0')
 		snprintf(buf, size, "%s (corosync node %" PRIu32 ", pid %" PRIu32 ")",
-			 m->name, m->nodeid, m->pid);
-	else if (m != NULL)
-		snprintf(buf, size, "corosync node %" PRIu32 " pid %" PRIu32,
-			 m->nodeid, m->pid);
+			 name, nodeid, pid);
 	else
-		snprintf(buf, size, "?");
+		snprintf(buf, size, "corosync node %" PRIu32 " pid %" PRIu32,
+			 nodeid, pid);
 }
 
 static const char *cluster_reason(uint32_t reason)
@@ -459,7 +458,8 @@ static void cluster_deliver(cpg_handle_t handle ATTR_UNUSED,
 			if (first && !self) {
 				char label[160];
 
-				cluster_member_label(m, label, sizeof(label));
+				cluster_member_label(NULL, m->nodeid, m->pid, label,
+						     sizeof(label));
 				log_info("cluster: member %s is node %s", label, m->name);
 			}
 		}
@@ -508,11 +508,9 @@ static void cluster_confchg(cpg_handle_t handle ATTR_UNUSED,
 	for (size_t i = 0; i < left_count; i++) {
 		int old = cluster_find(left[i].nodeid, left[i].pid);
 
-		cluster_member_label(old >= 0 ? &cl.members[old] : NULL, label,
+		cluster_member_label(old >= 0 ? cl.members[old].name : NULL,
+				     left[i].nodeid, left[i].pid, label,
 				     sizeof(label));
-		if (old < 0)
-			snprintf(label, sizeof(label), "corosync node %" PRIu32
-				 " pid %" PRIu32, left[i].nodeid, left[i].pid);
 		log_info("cluster: member %s left the group (%s)", label,
 			 cluster_reason(left[i].reason));
 	}
@@ -539,8 +537,9 @@ static void cluster_confchg(cpg_handle_t handle ATTR_UNUSED,
 			self_joined = true;
 			continue;
 		}
-		log_info("cluster: corosync node %" PRIu32 " pid %" PRIu32
-			 " joined the group", joined[i].nodeid, joined[i].pid);
+		cluster_member_label(NULL, joined[i].nodeid, joined[i].pid,
+				     label, sizeof(label));
+		log_info("cluster: %s joined the group", label);
 	}
 	free(cl.members);
 	cl.members = next;
@@ -717,7 +716,7 @@ static void *cluster_main(void *context ATTR_UNUSED)
 	while (!atomic_load(&cl.stopping)) {
 		struct pollfd fds[2];
 		uint64_t now = cluster_mono_msecs();
-		int timeout, nfds = 1;
+		int timeout;
 		bool busy = false;
 
 		fds[0].fd = cl.event_fd;
@@ -742,12 +741,11 @@ static void *cluster_main(void *context ATTR_UNUSED)
 		}
 		fds[1].fd = cluster_cpg_fd;
 		fds[1].events = POLLIN;
-		nfds = 2;
 		timeout = busy ? 20 : (int)(cluster_next_state > now ?
 					   cluster_next_state - now : 0);
 		if (!atomic_load(&cl.joined) && !busy)
 			timeout = 1000;
-		if (poll(fds, (nfds_t)nfds, timeout) < 0 && errno != EINTR) {
+		if (poll(fds, 2, timeout) < 0 && errno != EINTR) {
 			log_error("cluster: poll: %s", strerror(errno));
 			sleep(1);
 			continue;

@@ -806,7 +806,11 @@ static int log_write(struct mailbox *box, const struct bb *b)
 		(void)sio_ftruncate(sio, box->log_fd, box->log_offset);
 		return store_io_error(box->user, "fsync", MAILBOX_LOG_FILE, ret);
 	}
-	store_notify_changed(box->user, box->name);
+	/* Listeners hear of the change once: a DONE record (after the file
+	   work of a change already announced) changes nothing they see.
+	   The frame is u32 length, u8 type, ... */
+	if (b->data[4] != LOG_DONE)
+		store_notify_changed(box->user, box->name);
 	ret = log_read_tail(box, &torn);
 	if (ret == STORE_OK && torn)
 		ret = STORE_ERR_CORRUPT;
