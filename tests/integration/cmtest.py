@@ -209,16 +209,22 @@ class Daemon:
 
     def stop(self):
         """SIGTERM, then SIGKILL if it does not exit: never leave one behind."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if getattr(self, "log", None):
             self.log.close()
             self.log = None
+
+
+def terminate(proc, timeout=15):
+    """Stop a process the test started: SIGTERM, and SIGKILL when it has
+    not exited after timeout seconds (None or already gone: nothing)."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def read_greeting(sock, timeout=5):

@@ -13,6 +13,7 @@ What a user of the cluster checks:
 - cluster = auto without corosync is a quiet single node; cluster =
   corosync without it keeps serving and says why in the log.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -115,13 +116,7 @@ uidgid {{
             self.log = None
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        cmtest.terminate(self.proc)
         if getattr(self, "log", None):
             self.log.close()
             self.log = None
@@ -189,6 +184,20 @@ def stop_all(daemons):
         d.stop()
 
 
+@contextlib.contextmanager
+def group(workdir, count, **kwargs):
+    """count daemons on one spool, started and all members of the CPG
+    group; stopped when the block ends."""
+    daemons = make_nodes(workdir, count, **kwargs)
+    try:
+        for d in daemons:
+            d.start()
+        wait_members(daemons, count)
+        yield daemons
+    finally:
+        stop_all(daemons)
+
+
 idle_until = imaptest.idle_until
 
 
@@ -209,11 +218,8 @@ def append(r, tag, text):
 
 
 def test_members_join_and_status(workdir, corosync):
-    daemons = make_nodes(workdir, 3)
-    try:
-        for d in daemons:
-            d.start()
-        views = wait_members(daemons, 3)
+    with group(workdir, 3) as daemons:
+        views = [cluster_view(d) for d in daemons]
         for d, v in zip(daemons, views):
             assert v["mode"] == "corosync"
             assert v["group"] == "clustermail"
@@ -252,16 +258,11 @@ def test_members_join_and_status(workdir, corosync):
         assert doc["cpg"]["members"] == 3
         assert sorted(n["name"] for n in doc["nodes"]) == ["n1", "n2", "n3"]
         assert [n["name"] for n in doc["nodes"] if n["self"]] == ["n3"]
-    finally:
-        stop_all(daemons)
 
 
 def test_idle_hears_other_node_at_once(workdir, corosync):
-    a, b = daemons = make_nodes(workdir, 2)
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 2)
+    with group(workdir, 2) as daemons:
+        a, b = daemons
         ra, rb = imaptest.Raw(a), imaptest.Raw(b)
         for r in (ra, rb):
             r.login()
@@ -312,17 +313,12 @@ def test_idle_hears_other_node_at_once(workdir, corosync):
         assert fa == fb and len(fa) == 5, (fa, fb)
         ra.close()
         rb.close()
-    finally:
-        stop_all(daemons)
 
 
 def test_lmtp_delivery_wakes_idle_on_other_node(workdir, corosync):
     import smtplib
-    a, b = daemons = make_nodes(workdir, 2)
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 2)
+    with group(workdir, 2) as daemons:
+        a, b = daemons
         rb = idle_client(b)
         start = time.monotonic()
         with smtplib.LMTP("127.0.0.1", a.ports["lmtp"]) as lmtp:
@@ -333,16 +329,10 @@ def test_lmtp_delivery_wakes_idle_on_other_node(workdir, corosync):
         rb.send("DONE\r\n")
         assert rb.response("i")[1].startswith("i OK")
         rb.close()
-    finally:
-        stop_all(daemons)
 
 
 def test_member_death_is_seen(workdir, corosync):
-    daemons = make_nodes(workdir, 3)
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 3)
+    with group(workdir, 3) as daemons:
         daemons[2].proc.kill()
         daemons[2].proc.wait()
         views = wait_members(daemons[:2], 2, timeout=15)
@@ -354,16 +344,11 @@ def test_member_death_is_seen(workdir, corosync):
         # a restarted n3 comes back
         daemons[2].start()
         wait_members(daemons, 3)
-    finally:
-        stop_all(daemons)
 
 
 def test_corosync_dies_and_comes_back(workdir, corosync):
-    a, b = daemons = make_nodes(workdir, 2)
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 2)
+    with group(workdir, 2) as daemons:
+        a, b = daemons
         corosync.kill()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -392,16 +377,11 @@ def test_corosync_dies_and_comes_back(workdir, corosync):
         assert "* 1 EXISTS" in got, got
         assert time.monotonic() - start < 2.0
         rb.close()
-    finally:
-        stop_all(daemons)
 
 
 def test_kick_user_reaches_every_node(workdir, corosync):
-    a, b = daemons = make_nodes(workdir, 2)
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 2)
+    with group(workdir, 2) as daemons:
+        a, b = daemons
         rb = idle_client(b)
         other = imaptest.Raw(b)     # bob stays
         other.login(user="bob@example.com")
@@ -413,16 +393,11 @@ def test_kick_user_reaches_every_node(workdir, corosync):
         assert other.cmd("n NOOP")[1].startswith("n OK")
         other.close()
         rb.close()
-    finally:
-        stop_all(daemons)
 
 
 def test_queue_flush_reaches_every_node(workdir, corosync):
-    a, b = daemons = make_nodes(workdir, 2, services=("imap", "smtp"))
-    try:
-        for d in daemons:
-            d.start()
-        wait_members(daemons, 2)
+    with group(workdir, 2, services=("imap", "smtp")) as daemons:
+        a, b = daemons
         out = a.ctl("queue", "flush")
         assert out.returncode == 0, out.stderr
         deadline = time.monotonic() + 10
@@ -431,8 +406,6 @@ def test_queue_flush_reaches_every_node(workdir, corosync):
                 break
             time.sleep(0.1)
         assert "cluster: queue flush asked by node n1" in b.read_log()
-    finally:
-        stop_all(daemons)
 
 
 def test_auto_without_corosync_is_quiet(workdir):
