@@ -123,44 +123,27 @@ log_level = info
 # and wake-ups through the demo's corosync.
 cluster = local-test
 cluster_group = clustermail-demo
-
-[node demo1]
-listen_imap = 127.0.0.11:10143
-listen_imaps = 127.0.0.11:10993
-listen_pop3 = 127.0.0.11:10110
-listen_pop3s = 127.0.0.11:10995
-listen_smtp = 127.0.0.11:10025
-listen_submission = 127.0.0.11:10587
-listen_submissions = 127.0.0.11:10465
-listen_lmtp = 127.0.0.11:10024
-metrics_listen = 127.0.0.11:19100
-smtp_hostname = demo1.example.com
-
-[node demo2]
-listen_imap = 127.0.0.12:10143
-listen_imaps = 127.0.0.12:10993
-listen_pop3 = 127.0.0.12:10110
-listen_pop3s = 127.0.0.12:10995
-listen_smtp = 127.0.0.12:10025
-listen_submission = 127.0.0.12:10587
-listen_submissions = 127.0.0.12:10465
-listen_lmtp = 127.0.0.12:10024
-metrics_listen = 127.0.0.12:19100
-smtp_hostname = demo2.example.com
-
-[node demo3]
-listen_imap = 127.0.0.13:10143
-listen_imaps = 127.0.0.13:10993
-listen_pop3 = 127.0.0.13:10110
-listen_pop3s = 127.0.0.13:10995
-listen_smtp = 127.0.0.13:10025
-listen_submission = 127.0.0.13:10587
-listen_submissions = 127.0.0.13:10465
-listen_lmtp = 127.0.0.13:10024
-metrics_listen = 127.0.0.13:19100
-smtp_hostname = demo3.example.com
 CONF
-	if ! "$ctl" -c "$conf" --node demo1 user list | grep -qx 'demo@example.com'; then
+	# One section per node: the same ports on its own loopback address.
+	i=11
+	for node in $nodes; do
+		cat >> "$conf" <<CONF
+
+[node $node]
+listen_imap = 127.0.0.$i:10143
+listen_imaps = 127.0.0.$i:10993
+listen_pop3 = 127.0.0.$i:10110
+listen_pop3s = 127.0.0.$i:10995
+listen_smtp = 127.0.0.$i:10025
+listen_submission = 127.0.0.$i:10587
+listen_submissions = 127.0.0.$i:10465
+listen_lmtp = 127.0.0.$i:10024
+metrics_listen = 127.0.0.$i:19100
+smtp_hostname = $node.example.com
+CONF
+		i=$((i + 1))
+	done
+	if ! "$ctl" -c "$conf" --node demo1 user list | grep -q '^demo@example\.com[[:space:]]'; then
 		printf 'demo\n' | "$ctl" -c "$conf" --node demo1 user add demo@example.com --password-stdin
 	fi
 }
