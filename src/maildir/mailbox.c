@@ -1039,12 +1039,16 @@ int mailbox_metadata_init(struct store_user *user, const char *dir,
 	box.uidnext = 1;
 	box.first_recent_uid = 1;
 	box.highestmodseq = 1;
-	index_serialize(&box, 1, &b);
-	ret = write_file_atomic(user, dir_fd, MAILBOX_INDEX_FILE, &b);
+	/* The log first, the index last: a reader that finds the index
+	   finds the log too (INBOX's index says "created", see
+	   store_user_open()), never an index without its log, which it
+	   would take for damage and rebuild under the creator's feet. */
+	log_header(&b, uidvalidity, 1);
+	ret = write_file_atomic(user, dir_fd, MAILBOX_LOG_FILE, &b);
 	if (ret == STORE_OK) {
 		b.len = 0;
-		log_header(&b, uidvalidity, 1);
-		ret = write_file_atomic(user, dir_fd, MAILBOX_LOG_FILE, &b);
+		index_serialize(&box, 1, &b);
+		ret = write_file_atomic(user, dir_fd, MAILBOX_INDEX_FILE, &b);
 	}
 	if (ret == STORE_OK && (ret = sio_fsync(user->sio, dir_fd, false)) < 0)
 		ret = store_io_error(user, "fsync", dir, ret);

@@ -390,26 +390,20 @@ static int store_mailbox_id_add(struct store_user *user, const char *dir,
 	return ret;
 }
 
-/* Create a Maildir (cur/ new/ tmp/ and our metadata) in dir, which must
-   not exist yet. Caller holds the user lock EX. */
-static int store_maildir_create(struct store_user *user, const char *dir,
-				unsigned int special_use)
+static int store_remove_tree(struct store_user *user, int parent_fd,
+			     const char *path);
+
+/* Fill dir with a Maildir: cur/ new/ tmp/, the folder marker, the
+   attributes, a new UIDVALIDITY and our metadata. */
+static int store_maildir_fill(struct store_user *user, const char *dir,
+			      bool inbox, unsigned int special_use)
 {
 	static const char *const subdirs[] = { "cur", "new", "tmp" };
 	struct sio *sio = user->sio;
-	bool inbox = strcmp(dir, ".") == 0;
 	uint32_t uidvalidity;
 	char path[PATH_MAX];
 	int ret, fd;
 
-	if (!inbox) {
-		ret = sio_mkdirat(sio, user->root_fd, dir, 0700);
-		if (ret == -EEXIST)
-			return store_set_error(user, STORE_ERR_EXISTS,
-					       "Mailbox already exists");
-		if (ret < 0)
-			return store_io_error(user, "mkdir", dir, ret);
-	}
 	for (size_t i = 0; i < N_ELEMENTS(subdirs); i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
 		ret = sio_mkdirat(sio, user->root_fd, path, 0700);
@@ -430,10 +424,57 @@ static int store_maildir_create(struct store_user *user, const char *dir,
 		return ret;
 	if ((ret = mailbox_metadata_init(user, dir, uidvalidity)) < 0)
 		return ret;
-	/* The folder exists once its directory entry is durable. */
 	if ((ret = sio_fsync_dir(sio, user->root_fd, dir)) < 0)
 		return store_io_error(user, "fsync", dir, ret);
-	if (!inbox && (ret = sio_fsync_dir(sio, user->root_fd, ".")) < 0)
+	return STORE_OK;
+}
+
+/* Create a Maildir (cur/ new/ tmp/ and our metadata) in dir, which must
+   not exist yet. Caller holds the user lock EX.
+
+   A folder is built complete under the trash directory and then renamed
+   into place, so that no node ever sees it half made: other nodes open
+   folders without the user lock, and one that found the folder before
+   its metadata would take it for a damaged one and rebuild it; the
+   creator's metadata written after that would drop what the other node
+   recorded meanwhile. A creation cut short leaves its work in the trash,
+   which the next delete empties. INBOX (the user's own directory) is
+   filled in place: its index, written last, says that it is complete,
+   and store_user_open() checks that under the user lock. */
+static int store_maildir_create(struct store_user *user, const char *dir,
+				unsigned int special_use)
+{
+	struct sio *sio = user->sio;
+	char unique[STORE_UNIQUE_MAX], build[PATH_MAX];
+	int ret;
+
+	if (strcmp(dir, ".") == 0)
+		return store_maildir_fill(user, dir, true, 0);
+
+	ret = sio_mkdirat(sio, user->root_fd, STORE_TRASH_DIR, 0700);
+	if (ret < 0 && ret != -EEXIST)
+		return store_io_error(user, "mkdir", STORE_TRASH_DIR, ret);
+	store_unique_name(user->store, unique);
+	snprintf(build, sizeof(build), "%s/new-%s", STORE_TRASH_DIR, unique);
+	ret = sio_mkdirat(sio, user->root_fd, build, 0700);
+	if (ret < 0)
+		return store_io_error(user, "mkdir", build, ret);
+	if ((ret = store_maildir_fill(user, build, false, special_use)) < 0) {
+		(void)store_remove_tree(user, user->root_fd, build);
+		return ret;
+	}
+	/* The caller found dir missing under the user lock, which every
+	   create, delete and rename holds. */
+	ret = sio_renameat(sio, user->root_fd, build, user->root_fd, dir, 0);
+	if (ret < 0) {
+		(void)store_remove_tree(user, user->root_fd, build);
+		if (ret == -EEXIST || ret == -ENOTEMPTY)
+			return store_set_error(user, STORE_ERR_EXISTS,
+					       "Mailbox already exists");
+		return store_io_error(user, "rename", dir, ret);
+	}
+	/* The folder exists once its directory entry is durable. */
+	if ((ret = sio_fsync_dir(sio, user->root_fd, ".")) < 0)
 		return store_io_error(user, "fsync", ".", ret);
 	return STORE_OK;
 }
