@@ -1925,6 +1925,24 @@ static void mailbox_new_to_cur(struct mailbox *box, const char *name,
 			 box->name, src, strerror(-ret));
 }
 
+/* mailbox_dir_revalidate - on NFS, open and close the subdirectory so
+   that the client revalidates its cached attributes and entries
+   (close-to-open); nothing to do elsewhere */
+static void mailbox_dir_revalidate(struct mailbox *box, const char *subdir)
+{
+	struct sio *sio = box->user->sio;
+	struct stat st;
+	int fd;
+
+	if (!box->user->store->spool_nfs)
+		return;
+	fd = sio_openat(sio, box->dir_fd, subdir, O_RDONLY | O_DIRECTORY, 0);
+	if (fd >= 0) {
+		(void)sio_fstat(sio, fd, &st);
+		(void)sio_close(sio, fd);
+	}
+}
+
 /* mailbox_new_stat - stat new/ with fresh attributes: on NFS a plain
    stat may be answered from the attribute cache, an open revalidates
    (close-to-open consistency) */
@@ -2313,14 +2331,27 @@ static int mailbox_rename_to_flags(struct mailbox *box, const char *base,
 
 	mailbox_file_name(base, flags, fname, sizeof(fname));
 	snprintf(want, sizeof(want), "cur/%s", fname);
-	ret = mailbox_find_file(box, base, flags, cur, sizeof(cur));
-	if (ret == STORE_ERR_NOTFOUND || (ret == STORE_OK && strcmp(cur, want) == 0))
-		return STORE_OK;
-	if (ret < 0)
-		return ret;
-	ret = sio_renameat(box->user->sio, box->dir_fd, cur, box->dir_fd, want, 0);
-	if (ret < 0 && ret != -ENOENT)
-		return store_io_error(box->user, "rename", cur, ret);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		ret = mailbox_find_file(box, base, flags, cur, sizeof(cur));
+		if (ret == STORE_ERR_NOTFOUND ||
+		    (ret == STORE_OK && strcmp(cur, want) == 0))
+			return STORE_OK;
+		if (ret < 0)
+			return ret;
+		ret = sio_renameat(box->user->sio, box->dir_fd, cur,
+				   box->dir_fd, want, 0);
+		if (ret == 0)
+			return STORE_OK;
+		if (ret != -ENOENT && ret != -ESTALE)
+			return store_io_error(box->user, "rename", cur, ret);
+		/* The name we found is gone: expunged, or renamed by a
+		   writer before us. On NFS it may also have been a stale
+		   entry of the client's cache; opening cur/ revalidates
+		   the directory, so that the next lookup asks the server. */
+		mailbox_dir_revalidate(box, "cur");
+	}
+	log_warn("store %s: mailbox %s: %s keeps changing its name; its "
+		 "flags stay in the log", box->user->name, box->name, base);
 	return STORE_OK;
 }
 
@@ -2347,6 +2378,10 @@ static int mailbox_finish_pending(struct mailbox *box, bool recovering)
 {
 	int ret;
 
+	/* Our lookups below must see the names other nodes gave the files,
+	   not the NFS client's memory of them. */
+	if (box->pending_count > 0)
+		mailbox_dir_revalidate(box, "cur");
 	while (box->pending_count > 0) {
 		struct mailbox_pending *p = &box->pending[0];
 		uint64_t offset = p->offset;
