@@ -647,6 +647,7 @@ static void main_open_store(const struct settings *set)
 		.spool_dir = set->spool_dir,
 		.node_name = set->node_name,
 		.locks = main_state.locks,
+		.lock_cache_hold_msecs = set->lock_cache_hold_msecs,
 		.changed = notify_mailbox_changed,
 	};
 

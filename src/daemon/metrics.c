@@ -164,6 +164,12 @@ static void metrics_store(struct buffer *out)
 	metrics_scalar(out, "clustermail_lock_blocking_callbacks_total",
 		       "counter", "Times another holder asked for a lock we held.",
 		       locks.blocking_callbacks);
+	metrics_scalar(out, "clustermail_lock_cache_hits_total", "counter",
+		       "Mailbox locks taken from the lock cache (no backend "
+		       "request).", locks.cache_hits);
+	metrics_scalar(out, "clustermail_lock_cache_drops_total", "counter",
+		       "Cached mailbox locks given up for another holder.",
+		       locks.cache_drops);
 	metrics_scalar(out, "clustermail_lock_errors_total", "counter",
 		       "Lock backend failures.", locks.errors);
 	metrics_scalar(out, "clustermail_spool_uring_ops_total", "counter",

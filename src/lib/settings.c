@@ -110,6 +110,7 @@ static const struct config_enum_name settings_log_targets[] = {
 static const struct config_uint_range settings_workers_range = {
 	0, SETTINGS_WORKERS_MAX
 };
+static const uint64_t settings_lock_cache_hold_max = 10000;
 static const uint64_t settings_shutdown_timeout_max =
 	SETTINGS_SHUTDOWN_TIMEOUT_MAX_MSECS;
 /* context of settings_parse_size: the accepted range in bytes */
@@ -164,6 +165,8 @@ static const struct config_key settings_keys[] = {
 	{ "spool_dir", settings_parse_path, SETTINGS_FIELD(spool_dir), NULL },
 	{ "lock_backend", settings_parse_lock_backend,
 	  SETTINGS_FIELD(lock_backend), settings_lock_backends },
+	{ "lock_cache_hold", config_parse_duration,
+	  SETTINGS_FIELD(lock_cache_hold_msecs), &settings_lock_cache_hold_max },
 	{ "cluster", config_parse_enum, SETTINGS_FIELD(cluster), settings_clusters },
 	{ "cluster_group", settings_parse_cluster_group,
 	  SETTINGS_FIELD(cluster_group), NULL },
@@ -670,6 +673,7 @@ static struct settings *settings_create_defaults(const char *node)
 		log_panic("default trusted_networks: %s", error);
 	set->workers = 0;
 	set->shutdown_timeout_msecs = SETTINGS_DEFAULT_SHUTDOWN_TIMEOUT_MSECS;
+	set->lock_cache_hold_msecs = 10;
 	set->imap_append_limit = SETTINGS_DEFAULT_IMAP_APPEND_LIMIT;
 	set->imap_max_line_length = SETTINGS_DEFAULT_IMAP_MAX_LINE_LENGTH;
 	set->imap_client_timeout_msecs = SETTINGS_DEFAULT_IMAP_CLIENT_TIMEOUT_MSECS;
@@ -1231,6 +1235,8 @@ char *settings_restart_only_changes(const struct settings *old_set,
 							 new_set->spool_dir), "spool_dir");
 	settings_note_change(&list, old_set->lock_backend != new_set->lock_backend,
 			     "lock_backend");
+	settings_note_change(&list, old_set->lock_cache_hold_msecs !=
+			     new_set->lock_cache_hold_msecs, "lock_cache_hold");
 	settings_note_change(&list, old_set->cluster != new_set->cluster, "cluster");
 	settings_note_change(&list, settings_str_differs(old_set->cluster_group,
 							 new_set->cluster_group),

@@ -71,6 +71,8 @@ struct settings {
 	char *node_name;		/* owned; default: the selected node */
 	char *spool_dir;		/* owned; default /srv/clustermail */
 	enum settings_lock_backend lock_backend;
+	/* Minimum hold of a cached mailbox lock; 0 = no caching. */
+	uint64_t lock_cache_hold_msecs;	/* default 10ms */
 	enum settings_cluster cluster;	/* default auto */
 	char *cluster_group;		/* owned; CPG group; default "clustermail" */
 	struct settings_listen listen[SETTINGS_SERVICE_COUNT];
@@ -154,7 +156,7 @@ char *settings_default_node_name(void);
 
 /* For SIGHUP: names (comma-separated, caller frees) of keys that differ
    between old and new but only take effect at restart (listeners,
-   spool_dir, node_name, lock_backend, mail_user, control_socket,
+   spool_dir, node_name, lock_backend, lock_cache_hold, mail_user, control_socket,
    pid_file, metrics_listen, workers, queue_workers); NULL if none. */
 char *settings_restart_only_changes(const struct settings *old_set,
 				    const struct settings *new_set);

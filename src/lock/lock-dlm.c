@@ -760,6 +760,7 @@ static void lock_dlm_destroy(struct lock *lock)
 
 const struct lock_backend_vfuncs lock_dlm_vfuncs = {
 	.name = "dlm",
+	.blocking_callbacks = true,
 	.lock_size = sizeof(struct lock_dlm_lock),
 	.client_create = lock_dlm_client_create,
 	.client_destroy = lock_dlm_client_destroy,

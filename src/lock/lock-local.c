@@ -517,6 +517,7 @@ static void local_destroy(struct lock *lock)
 
 const struct lock_backend_vfuncs lock_local_vfuncs = {
 	.name = "local",
+	.blocking_callbacks = true,
 	.lock_size = sizeof(struct local_lock),
 	.client_create = local_client_create,
 	.client_destroy = local_client_destroy,

@@ -35,6 +35,7 @@ struct lock_client {
 };
 
 struct lock_timer;
+struct lock_cache_timer;
 
 struct lock {
 	struct lock_client *client;	/* borrowed; outlives the caller's use */
@@ -77,6 +78,14 @@ struct lock {
 	lock_blocking_callback_t *blocking_callback;
 	void *blocking_context;
 
+	/* Lock caching (lock_release_cached()): the caller let go, we keep
+	   the backend's lock until someone else wants it. */
+	bool cached;
+	bool wanted;			/* a blocking callback since the grant */
+	uint64_t granted_msecs;		/* when the current mode was granted */
+	uint64_t cache_hold_msecs;	/* minimum hold asked for */
+	struct lock_cache_timer *cache_timer;	/* owned; NULL if none runs */
+
 #ifdef DEBUG_CHECKS
 	/* Lock-order record (lock.c); protected by its global mutex. */
 	bool order_recorded;
@@ -87,6 +96,9 @@ struct lock {
 
 struct lock_backend_vfuncs {
 	const char *name;
+	/* The backend tells holders about waiters (lock_backend_post_blocking),
+	   so a released lock may be kept (lock_release_cached()). */
+	bool blocking_callbacks;
 	/* Size of the backend's handle struct, which starts with struct lock. */
 	size_t lock_size;
 

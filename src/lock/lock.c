@@ -45,6 +45,22 @@
  * record is one mutex-protected list rather than thread-local arrays so
  * that a handle released on another thread than it was granted on is
  * removed correctly. Conversions are exempt: they acquire nothing new.
+ *
+ * Lock caching (lock_release_cached()): with a backend that has blocking
+ * callbacks, a caller that lets go of a lock may leave it held in the
+ * backend. The handle then reads as not held (lock_get_mode() is NONE,
+ * it leaves the lock-order record), and the next lock_acquire() in the
+ * same mode is granted without asking the backend - no DLM round trip,
+ * and the value block is still the one read at the grant, because nobody
+ * else could change it meanwhile. When another handle wants the resource
+ * (the blocking callback), a cached lock is given up: at once if it was
+ * granted at least cache_hold_msecs ago, otherwise when that time is up
+ * (the minimum hold keeps two nodes that take turns on one mailbox from
+ * bouncing the lock on every command). A lock still in use when someone
+ * wants it is released, not cached, by its next lock_release_cached().
+ * An acquire in the other mode releases the cached lock first and asks
+ * anew: converting a shared cached lock up could meet another node's
+ * conversion and end in EDEADLK.
  */
 #include "lib/lib.h"
 #include "io/ioloop.h"
@@ -60,6 +76,11 @@
 struct lock_timer {
 	struct io_request req;
 	struct ioloop *loop;
+	struct lock *lock;		/* NULL once detached; holds a reference */
+};
+
+struct lock_cache_timer {
+	struct io_request req;
 	struct lock *lock;		/* NULL once detached; holds a reference */
 };
 
@@ -81,12 +102,16 @@ static atomic_uint_fast64_t lock_stat_busy;
 static atomic_uint_fast64_t lock_stat_timeouts;
 static atomic_uint_fast64_t lock_stat_blocking;
 static atomic_uint_fast64_t lock_stat_errors;
+static atomic_uint_fast64_t lock_stat_cache_hits;
+static atomic_uint_fast64_t lock_stat_cache_drops;
 
 static const uint64_t lock_wait_bucket_limits[LOCK_WAIT_BUCKETS] = {
 	1, 5, 25, 100, 500, 2000, 10000, UINT64_MAX
 };
 
 static void lock_order_check(const struct lock *lock);
+static void lock_cache_timer_detach(struct lock *lock);
+static void lock_cache_give_up(struct lock *lock);
 static void lock_order_add(struct lock *lock);
 static void lock_order_remove(struct lock *lock);
 
@@ -221,6 +246,20 @@ bool lock_is_destroyed(const struct lock *lock)
 	return atomic_load(&lock->destroyed);
 }
 
+/* lock_cache_timer_detach - stop the cached lock's hold timer, if any */
+static void lock_cache_timer_detach(struct lock *lock)
+{
+	struct lock_cache_timer *timer = lock->cache_timer;
+
+	if (timer == NULL)
+		return;
+	lock->cache_timer = NULL;
+	timer->lock = NULL;
+	/* The timer frees itself when its cancelled completion arrives. */
+	io_cancel(lock->loop, &timer->req);
+	lock_unref(lock);
+}
+
 /* lock_timer_detach - stop the request's timeout timer, if any */
 static void lock_timer_detach(struct lock *lock)
 {
@@ -252,6 +291,8 @@ void lock_destroy(struct lock **_lock)
 		lock->client->v->release(lock);
 	atomic_store(&lock->destroyed, true);
 	lock_timer_detach(lock);
+	lock_cache_timer_detach(lock);
+	lock->cached = false;
 	lock_order_remove(lock);
 	lock->client->v->destroy(lock);
 	atomic_fetch_sub(&lock->client->handle_count, 1);
@@ -303,6 +344,9 @@ static void lock_granted(struct lock *lock)
 		memcpy(lock->value, lock->grant_value, LOCK_VALUE_SIZE);
 		lock->value_valid = lock->grant_value_valid;
 		lock->value_dirty = false;
+		if (lock->mode == LOCK_MODE_NONE)
+			lock->wanted = false;
+		lock->granted_msecs = ioloop_now_msecs();
 	}
 	lock->mode = lock->req_mode;
 	lock_order_add(lock);
@@ -391,17 +435,79 @@ void lock_backend_post_complete(struct lock *lock, struct ioloop *loop,
 	ioloop_post(loop, lock_posted_completion_run, posted);
 }
 
+/* lock_release_now - drop the backend's lock (held or cached) */
+static void lock_release_now(struct lock *lock)
+{
+	lock_cache_timer_detach(lock);
+	lock->cached = false;
+	if (lock->mode == LOCK_MODE_NONE)
+		return;
+	lock->in_call = true;
+	lock->client->v->release(lock);
+	lock->in_call = false;
+	lock->mode = LOCK_MODE_NONE;
+	lock->value_dirty = false;
+	lock_order_remove(lock);
+}
+
+/* lock_cache_timer_fired - a cached lock's minimum hold is over */
+static void lock_cache_timer_fired(struct io_request *req, int result)
+{
+	struct lock_cache_timer *timer = req->context;
+	struct lock *lock = timer->lock;
+
+	free(timer);
+	if (lock == NULL)
+		return;		/* detached: the reference went with it */
+	lock->cache_timer = NULL;
+	if (result != -ETIME)
+		log_id_error(lock->name, "lock hold timer failed: %s; "
+			     "releasing now", strerror(-result));
+	if (!lock_is_destroyed(lock) && lock->cached) {
+		atomic_fetch_add(&lock_stat_cache_drops, 1);
+		lock_release_now(lock);
+	}
+	lock_unref(lock);
+}
+
+/* lock_cache_give_up - someone wants our cached lock: release it now, or
+   once it has been held for its minimum time */
+static void lock_cache_give_up(struct lock *lock)
+{
+	uint64_t held = ioloop_now_msecs() - lock->granted_msecs;
+	struct lock_cache_timer *timer;
+
+	if (held >= lock->cache_hold_msecs) {
+		atomic_fetch_add(&lock_stat_cache_drops, 1);
+		lock_release_now(lock);
+		return;
+	}
+	if (lock->cache_timer != NULL)
+		return;
+	timer = mem_zalloc(sizeof(*timer));
+	io_request_init(&timer->req, lock_cache_timer_fired, timer);
+	timer->lock = lock;
+	lock_ref(lock);
+	lock->cache_timer = timer;
+	io_timeout(lock->loop, &timer->req, lock->cache_hold_msecs - held);
+}
+
 /* lock_posted_blocking_run - loop thread: tell the holder */
 static void lock_posted_blocking_run(void *context)
 {
 	struct lock_posted_blocking *posted = context;
 	struct lock *lock = posted->lock;
 
-	if (!lock_is_destroyed(lock) && lock->mode != LOCK_MODE_NONE &&
-	    lock->blocking_callback != NULL) {
-		atomic_fetch_add(&lock_stat_blocking, 1);
-		lock->blocking_callback(lock, posted->wanted,
-					lock->blocking_context);
+	if (!lock_is_destroyed(lock) && lock->mode != LOCK_MODE_NONE) {
+		lock->wanted = true;
+		if (lock->cached) {
+			atomic_fetch_add(&lock_stat_blocking, 1);
+			lock_cache_give_up(lock);
+		} else if (lock->blocking_callback != NULL) {
+			atomic_fetch_add(&lock_stat_blocking, 1);
+			lock->blocking_callback(lock, posted->wanted,
+						lock->blocking_context);
+		}
 	}
 	lock_unref(lock);
 	free(posted);
@@ -474,6 +580,27 @@ void lock_acquire(struct lock *lock, struct ioloop *loop, enum lock_mode mode,
 	if ((mode != LOCK_MODE_PR && mode != LOCK_MODE_EX) || callback == NULL)
 		log_panic("lock_acquire(%s): invalid mode %d or no callback",
 			  lock->name, (int)mode);
+	if (lock->cached) {
+		/* Take the cached lock back, unless it is in the other mode
+		   or it is over its time and someone waits for it. */
+		if (mode != lock->mode || (lock->wanted &&
+		    ioloop_now_msecs() - lock->granted_msecs >=
+		    lock->cache_hold_msecs)) {
+			atomic_fetch_add(&lock_stat_cache_drops, 1);
+			lock_release_now(lock);
+		} else {
+			lock_cache_timer_detach(lock);
+			lock->cached = false;
+			/* What a new grant would read: the value we set. */
+			if (lock->value_dirty) {
+				memcpy(lock->value, lock->value_out,
+				       LOCK_VALUE_SIZE);
+				lock->value_valid = true;
+			}
+			atomic_fetch_add(&lock_stat_cache_hits, 1);
+			lock_order_check(lock);
+		}
+	}
 	if (lock->mode == LOCK_MODE_NONE)
 		lock_order_check(lock);
 
@@ -515,14 +642,35 @@ void lock_release(struct lock *lock)
 	if (lock->pending)
 		log_panic("lock_release(%s): an acquire is pending "
 			  "(lock_cancel() it first)", lock->name);
-	if (lock->mode == LOCK_MODE_NONE)
+	lock_release_now(lock);
+}
+
+bool lock_client_can_cache(const struct lock_client *client)
+{
+	return client->v->blocking_callbacks;
+}
+
+void lock_release_cached(struct lock *lock, uint64_t min_hold_msecs)
+{
+	if (lock->pending)
+		log_panic("lock_release_cached(%s): an acquire is pending "
+			  "(lock_cancel() it first)", lock->name);
+	if (lock->cached || lock->mode == LOCK_MODE_NONE)
 		return;
-	lock->in_call = true;
-	lock->client->v->release(lock);
-	lock->in_call = false;
-	lock->mode = LOCK_MODE_NONE;
-	lock->value_dirty = false;
+	if (!lock->client->v->blocking_callbacks || lock->wanted) {
+		lock_release_now(lock);
+		return;
+	}
+	/* A value set by an EX holder is stored by the backend's release,
+	   whenever that comes; until then nobody else can read it. */
+	lock->cached = true;
+	lock->cache_hold_msecs = min_hold_msecs;
 	lock_order_remove(lock);
+}
+
+bool lock_is_cached(const struct lock *lock)
+{
+	return lock->cached;
 }
 
 /*
@@ -531,7 +679,7 @@ void lock_release(struct lock *lock)
 
 enum lock_mode lock_get_mode(const struct lock *lock)
 {
-	return lock->mode;
+	return lock->cached ? LOCK_MODE_NONE : lock->mode;
 }
 
 const char *lock_get_name(const struct lock *lock)
@@ -573,6 +721,8 @@ void lock_set_blocking_callback(struct lock *lock,
 
 void lock_set_owner(struct lock *lock, const void *owner)
 {
+	if (lock->cached && !lock->pending)
+		lock_release_now(lock);
 	if (lock->mode != LOCK_MODE_NONE || lock->pending)
 		log_panic("lock_set_owner(%s): the handle is held or pending",
 			  lock->name);
@@ -593,6 +743,8 @@ void lock_get_stats(struct lock_stats *stats_r)
 	stats_r->busy = atomic_load(&lock_stat_busy);
 	stats_r->timeouts = atomic_load(&lock_stat_timeouts);
 	stats_r->blocking_callbacks = atomic_load(&lock_stat_blocking);
+	stats_r->cache_hits = atomic_load(&lock_stat_cache_hits);
+	stats_r->cache_drops = atomic_load(&lock_stat_cache_drops);
 	stats_r->errors = atomic_load(&lock_stat_errors);
 }
 

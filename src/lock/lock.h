@@ -45,6 +45,7 @@
  * handle wants a conflicting mode, so that a cached lock can be released
  * (after a short minimum hold time, against ping-pong). fcntl has no such
  * signal: callers must not cache fcntl locks beyond one operation.
+ * lock_release_cached() is that caching, done here for every caller.
  *
  * Lock order (DESIGN invariant 7): user -> mailbox -> queue item. Each
  * handle has a class; in --enable-debug-checks builds acquiring a lower
@@ -144,6 +145,19 @@ void lock_cancel(struct lock *lock);
    handle may be acquired again. */
 void lock_release(struct lock *lock);
 
+/* Let go of the lock but, where the backend has blocking callbacks (dlm,
+   local), keep it in the backend until another handle wants it and it
+   has been held for min_hold_msecs since its grant; the next
+   lock_acquire() in the same mode then needs no backend request. With
+   fcntl, or when someone already waits for it, this is lock_release().
+   The handle reads as not held meanwhile (lock_get_mode() NONE). The
+   handle's loop (that of its last lock_acquire()) must keep running:
+   the blocking callbacks that end the caching are served there. */
+void lock_release_cached(struct lock *lock, uint64_t min_hold_msecs);
+bool lock_is_cached(const struct lock *lock);
+/* Does lock_release_cached() keep locks with this client's backend? */
+bool lock_client_can_cache(const struct lock_client *client);
+
 enum lock_mode lock_get_mode(const struct lock *lock);
 const char *lock_get_name(const struct lock *lock);
 bool lock_is_pending(const struct lock *lock);
@@ -190,6 +204,8 @@ struct lock_stats {
 	uint64_t busy;			/* NOQUEUE refusals */
 	uint64_t timeouts;
 	uint64_t blocking_callbacks;	/* times another node wanted ours */
+	uint64_t cache_hits;		/* grants served by a cached lock */
+	uint64_t cache_drops;		/* cached locks given up */
 	uint64_t errors;
 };
 void lock_get_stats(struct lock_stats *stats_r);

@@ -1774,7 +1774,16 @@ void mailbox_unlock(struct mailbox *box)
 		mailbox_cache_write_locked(box, compacted);
 		stamp_publish(box);
 	}
-	lock_release(box->lock);
+	/* Keep the lock for the session's next command where that is safe:
+	   a blocking callback ends the caching when another node or session
+	   wants the mailbox, and it is served by the session's loop, so only
+	   sessions on a running loop (async sio) may cache. */
+	if (box->user->store->lock_cache_hold_msecs != 0 &&
+	    sio_is_async(box->user->sio))
+		lock_release_cached(box->lock,
+				    box->user->store->lock_cache_hold_msecs);
+	else
+		lock_release(box->lock);
 }
 
 int mailbox_sync(struct mailbox *box, unsigned int flags,

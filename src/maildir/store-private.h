@@ -23,6 +23,7 @@ struct store {
 	char *node_name;		/* sanitized for file names */
 	struct lock_client *locks;
 	uint64_t lock_timeout_msecs;
+	uint64_t lock_cache_hold_msecs;	/* 0: no lock caching */
 	uint64_t tmp_grace_secs;
 	uint64_t log_compact_bytes;
 	uint32_t expunge_history_max;	/* see store_settings */

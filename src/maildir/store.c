@@ -144,6 +144,7 @@ struct store *store_create(const struct store_settings *set)
 	store->locks = set->locks;
 	store->lock_timeout_msecs = set->lock_timeout_msecs != 0 ?
 		set->lock_timeout_msecs : 30000;
+	store->lock_cache_hold_msecs = set->lock_cache_hold_msecs;
 	store->tmp_grace_secs = set->tmp_grace_secs != 0 ?
 		set->tmp_grace_secs : 36 * 3600;
 	store->log_compact_bytes = set->log_compact_bytes != 0 ?

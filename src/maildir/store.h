@@ -70,6 +70,10 @@ struct store_settings {
 	const char *node_name;		/* goes into unique file names */
 	struct lock_client *locks;	/* borrowed */
 	uint64_t lock_timeout_msecs;	/* 0 = 30 s */
+	/* Keep mailbox locks between commands (lock_release_cached(): dlm,
+	   local; sessions on a loop that keeps running) with this minimum
+	   hold when another node wants one; 0 = release at once. */
+	uint64_t lock_cache_hold_msecs;
 	/* Files in tmp/ older than this are removed by sync; 0 = 36 h. */
 	uint64_t tmp_grace_secs;
 	/* Compact the change log when it grows past this; 0 = 256 KiB. */

@@ -853,6 +853,148 @@ START_TEST(test_blocking_callback)
 }
 END_TEST
 
+/* ---- lock caching (lock_release_cached) ---- */
+
+struct cached_args {
+	struct req *r;
+	uint64_t hold_msecs;
+	bool cached;		/* out: lock_is_cached() afterwards */
+	enum lock_mode mode;	/* out: lock_get_mode() afterwards */
+};
+
+static void release_cached_run(void *arg)
+{
+	struct cached_args *args = arg;
+
+	lock_release_cached(args->r->lock, args->hold_msecs);
+	args->cached = lock_is_cached(args->r->lock);
+	args->mode = lock_get_mode(args->r->lock);
+}
+
+/* release_cached - lock_release_cached(); true if the lock was kept */
+static bool release_cached(struct req *r, uint64_t hold_msecs)
+{
+	struct cached_args args = { .r = r, .hold_msecs = hold_msecs };
+
+	actor_call(r->actor, release_cached_run, &args);
+	/* A cached lock reads as not held, whatever the backend keeps. */
+	ck_assert_int_eq(args.mode, LOCK_MODE_NONE);
+	return args.cached;
+}
+
+static void is_cached_run(void *arg)
+{
+	struct cached_args *args = arg;
+
+	args->cached = lock_is_cached(args->r->lock);
+}
+
+static bool is_cached(struct req *r)
+{
+	struct cached_args args = { .r = r };
+
+	actor_call(r->actor, is_cached_run, &args);
+	return args.cached;
+}
+
+/* The next acquire in the same mode is served from the cache, and the
+   value block reads as the holder left it. */
+START_TEST(test_cache_reuse)
+{
+	struct req a, b;
+	struct lock_stats before, after;
+	char name[LOCK_NAME_MAX + 1];
+
+	env_setup(_i);
+	unique_name(name, sizeof(name), "cache");
+	req_init(&a, name, 0);
+	req_init(&b, name, 1);
+	ck_assert(lock_client_can_cache(env.client) ==
+		  env.bc->blocking_callbacks);
+	ck_assert_int_eq(acquire(&a, LOCK_MODE_EX, 0, 0), 0);
+	value_set(&a, 0x5a);
+	lock_get_stats(&before);
+	ck_assert(release_cached(&a, 0) == env.bc->blocking_callbacks);
+	ck_assert_int_eq(acquire(&a, LOCK_MODE_EX, 0, 0), 0);
+	lock_get_stats(&after);
+	ck_assert_int_eq(lock_get_mode(a.lock), LOCK_MODE_EX);
+	ck_assert(value_is(&a, 0x5a));
+	ck_assert_uint_eq(after.cache_hits - before.cache_hits,
+			  env.bc->blocking_callbacks ? 1 : 0);
+	/* Cached again and then wanted: given up, and the value the EX
+	   holder set is what the next holder reads. */
+	value_set(&a, 0x6b);
+	release_cached(&a, 0);
+	ck_assert_int_eq(acquire(&b, LOCK_MODE_PR, 0, WAIT_MSECS), 0);
+	ck_assert(value_is(&b, 0x6b));
+	ck_assert(!is_cached(&a));
+	ck_assert_int_eq(lock_get_mode(a.lock), LOCK_MODE_NONE);
+	/* With b holding PR, a cached PR of a is shared, not given up. */
+	ck_assert_int_eq(acquire(&a, LOCK_MODE_PR, 0, 0), 0);
+	release_cached(&a, 0);
+	ck_assert(!wait_calls(&b, 2, SETTLE_MSECS));
+	ck_assert(is_cached(&a) == env.bc->blocking_callbacks);
+	destroy(&a);
+	destroy(&b);
+	env_teardown();
+}
+END_TEST
+
+/* A cached lock that someone wants is kept for its minimum hold time
+   after its grant, then given up; one that is in use when wanted is
+   released, not cached, by its next lock_release_cached(). */
+START_TEST(test_cache_min_hold)
+{
+	struct req a, b;
+	struct lock_stats before, after;
+	char name[LOCK_NAME_MAX + 1];
+	uint64_t start_msecs, waited;
+
+	env_setup(_i);
+	if (!env.bc->blocking_callbacks) {
+		env_teardown();
+		return;
+	}
+	unique_name(name, sizeof(name), "hold");
+	req_init(&a, name, 0);
+	req_init(&b, name, 1);
+	lock_get_stats(&before);
+	start_msecs = ioloop_now_msecs();
+	ck_assert_int_eq(acquire(&a, LOCK_MODE_PR, 0, 0), 0);
+	ck_assert(release_cached(&a, 400));
+	start(&b, LOCK_MODE_EX, 0, WAIT_MSECS);
+	ck_assert(!wait_calls(&b, 1, 150));
+	ck_assert(wait_calls(&b, 1, WAIT_MSECS));
+	waited = ioloop_now_msecs() - start_msecs;
+	ck_assert_int_eq(b.result, 0);
+	ck_assert_uint_ge(waited, 390);
+	ck_assert(!is_cached(&a));
+	lock_get_stats(&after);
+	ck_assert_uint_ge(after.cache_drops - before.cache_drops, 1);
+	ck_assert_uint_ge(after.blocking_callbacks - before.blocking_callbacks, 1);
+
+	/* a waits for b; b is wanted while in use, so b's cached release
+	   is a real one and a is granted at once. */
+	start(&a, LOCK_MODE_PR, 0, WAIT_MSECS);
+	ck_assert(!wait_calls(&a, 2, SETTLE_MSECS));
+	ck_assert(!release_cached(&b, 10000));
+	ck_assert(wait_calls(&a, 2, WAIT_MSECS));
+	ck_assert_int_eq(a.result, 0);
+
+	/* An acquire in the other mode gives up the cached lock and asks
+	   anew (no conversion of a cached lock). */
+	ck_assert(release_cached(&a, 0));
+	ck_assert_int_eq(acquire(&a, LOCK_MODE_EX, 0, 0), 0);
+	ck_assert_int_eq(lock_get_mode(a.lock), LOCK_MODE_EX);
+	/* Destroying a cached lock frees the resource. */
+	ck_assert(release_cached(&a, 10000));
+	destroy(&a);
+	ck_assert_int_eq(acquire(&b, LOCK_MODE_EX, LOCK_FLAG_NOQUEUE, 0), 0);
+	destroy(&b);
+	env_teardown();
+}
+END_TEST
+
 /* FIFO: a reader behind a queued writer waits, then readers share. */
 START_TEST(test_fifo)
 {
@@ -1318,6 +1460,8 @@ static TCase *behaviour_tcase(const char *name, int first, int end)
 	tcase_add_loop_test(tc, test_stats, first, end);
 	tcase_add_loop_test(tc, test_blocking_callback, first, end);
 	tcase_add_loop_test(tc, test_fifo, first, end);
+	tcase_add_loop_test(tc, test_cache_reuse, first, end);
+	tcase_add_loop_test(tc, test_cache_min_hold, first, end);
 	return tc;
 }
 
