@@ -90,6 +90,9 @@ struct lock {
 	/* Lock-order record (lock.c); protected by its global mutex. */
 	bool order_recorded;
 	unsigned long order_thread;
+	/* owner, or else the coroutine that asked (each session runs in
+	   its own), taken when the handle is acquired */
+	const void *order_owner;
 	struct lock *order_prev, *order_next;
 #endif
 };

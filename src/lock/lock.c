@@ -40,8 +40,10 @@
  *
  * Lock order (DESIGN invariant 7) is checked in --enable-debug-checks
  * builds: every granted handle is recorded with the thread it was granted
- * on and its owner (lock_set_owner(), default NULL); acquiring a handle of
- * a lower class than one the same thread and owner holds panics. The
+ * on and its owner (lock_set_owner(); by default the coroutine that asked
+ * for it, since sessions that share a loop thread each run in their own,
+ * or NULL outside coroutines); acquiring a handle of a lower class than
+ * one the same thread and owner holds panics. The
  * record is one mutex-protected list rather than thread-local arrays so
  * that a handle released on another thread than it was granted on is
  * removed correctly. Conversions are exempt: they acquire nothing new.
@@ -63,6 +65,7 @@
  * conversion and end in EDEADLK.
  */
 #include "lib/lib.h"
+#include "io/coro.h"
 #include "io/ioloop.h"
 #include "lock-private.h"
 
@@ -109,7 +112,7 @@ static const uint64_t lock_wait_bucket_limits[LOCK_WAIT_BUCKETS] = {
 	1, 5, 25, 100, 500, 2000, 10000, UINT64_MAX
 };
 
-static void lock_order_check(const struct lock *lock);
+static void lock_order_check(struct lock *lock);
 static void lock_cache_timer_detach(struct lock *lock);
 static void lock_cache_give_up(struct lock *lock);
 static void lock_order_add(struct lock *lock);
@@ -905,17 +908,21 @@ static const char *lock_class_name(enum lock_class lock_class)
 	return "invalid";
 }
 
-/* lock_order_check - panic if this thread and owner hold a higher class */
-static void lock_order_check(const struct lock *lock)
+/* lock_order_check - panic if this thread and owner hold a higher class
+   (called by lock_acquire(), in the asking coroutine) */
+static void lock_order_check(struct lock *lock)
 {
 	unsigned long me = (unsigned long)gettid();
 	char held_name[LOCK_NAME_MAX + 1];
 	enum lock_class held_class = 0;
 
+	lock->order_owner = lock->owner != NULL ? lock->owner :
+		(const void *)coro_current();
 	pthread_mutex_lock(&lock_order_mutex);
 	for (struct lock *h = lock_order_head; h != NULL; h = h->order_next) {
 		if (h != lock && h->order_thread == me &&
-		    h->owner == lock->owner && h->lock_class > lock->lock_class) {
+		    h->order_owner == lock->order_owner &&
+		    h->lock_class > lock->lock_class) {
 			memcpy(held_name, h->name, sizeof(held_name));
 			held_class = h->lock_class;
 			break;
@@ -962,7 +969,7 @@ static void lock_order_remove(struct lock *lock)
 	pthread_mutex_unlock(&lock_order_mutex);
 }
 #else
-static void lock_order_check(const struct lock *lock ATTR_UNUSED) { }
+static void lock_order_check(struct lock *lock ATTR_UNUSED) { }
 static void lock_order_add(struct lock *lock ATTR_UNUSED) { }
 static void lock_order_remove(struct lock *lock ATTR_UNUSED) { }
 #endif

@@ -177,10 +177,11 @@ void lock_set_blocking_callback(struct lock *lock,
 				void *context);
 
 /* Lock-order scope (debug builds): the order is checked among handles
-   granted on the same thread with the same owner. Sessions that share a
-   loop thread set themselves as owner, so that one session holding a
-   queue lock does not make another session's user lock look out of
-   order. Default NULL (one scope per thread). Only while not held. */
+   granted on the same thread with the same owner. By default the owner
+   is the coroutine that called lock_acquire() (NULL outside coroutines:
+   one scope per thread), so that sessions sharing a loop thread, each in
+   its own coroutine, do not make each other's locks look out of order.
+   Set one to group handles otherwise. Only while not held. */
 void lock_set_owner(struct lock *lock, const void *owner);
 
 /* Resource names (all fit LOCK_NAME_MAX; long inputs are hashed, which
