@@ -18,6 +18,8 @@
 #include "cluster/cluster.h"
 #include "queue/runner.h"
 #include "protocols/imap/imap.h"
+#include "protocols/pop3/pop3.h"
+#include "protocols/smtp/smtp.h"
 #include "daemon.h"
 
 #include <stdatomic.h>
@@ -87,6 +89,8 @@ static void notify_kick_run(void *context)
 	struct notify_note *note = context;
 
 	(void)imap_sessions_kick_user(note->user);
+	(void)pop3_sessions_kick_user(note->user);
+	(void)smtp_sessions_kick_user(note->user);
 	notify_note_unref(note);
 }
 

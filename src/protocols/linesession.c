@@ -58,6 +58,7 @@ struct linesession {
 
 	bool started, coro_done, conn_destroyed, freed;
 	bool shutdown, closing;
+	const char *end_reply;		/* static; NULL: set.shutdown_reply */
 	uint64_t input_deadline;	/* 0, or when the input being read must be
 					   complete (linesession_set_input_deadline) */
 	uint64_t line_deadline;		/* while read_line waits for one line */
@@ -166,7 +167,7 @@ static int session_wait_input(struct linesession *s, bool drain_ok)
 	int ret;
 
 	if (s->shutdown && drain_ok)
-		return linesession_close(s, "%s", s->set.shutdown_reply);
+		return linesession_close(s, "%s", linesession_end_reply(s));
 	/* A client that trickles bytes must still finish a line (or its
 	   data) in time: the per-wait timeout alone would let it hold the
 	   session forever. */
@@ -181,7 +182,7 @@ static int session_wait_input(struct linesession *s, bool drain_ok)
 		return linesession_close(s, "%s", s->set.timeout_reply);
 	}
 	if (ret > 0 && s->shutdown && drain_ok)
-		return linesession_close(s, "%s", s->set.shutdown_reply);
+		return linesession_close(s, "%s", linesession_end_reply(s));
 	return ret;
 }
 
@@ -445,6 +446,11 @@ const struct sockaddr *linesession_peer(const struct linesession *s)
 	return s->conn != NULL ? connection_peer(s->conn) : NULL;
 }
 
+const char *linesession_end_reply(const struct linesession *s)
+{
+	return s->end_reply != NULL ? s->end_reply : s->set.shutdown_reply;
+}
+
 bool linesession_shutting_down(const struct linesession *s)
 {
 	return s->shutdown;
@@ -489,7 +495,7 @@ static void session_main(void *context)
 	struct linesession *s = context;
 
 	if (s->shutdown)
-		(void)linesession_close(s, "%s", s->set.shutdown_reply);
+		(void)linesession_close(s, "%s", linesession_end_reply(s));
 	else
 		s->set.run(s, s->set.context);
 	if (!s->conn_destroyed)
@@ -635,17 +641,40 @@ void linesession_start(struct ioloop *loop, int fd, const struct sockaddr *peer,
 	session_start(s);
 }
 
+/* session_end - end s like a drain does */
+static void session_end(struct linesession *s, const char *why)
+{
+	s->shutdown = true;
+	if (s->conn_destroyed)
+		return;
+	if (!s->started) {
+		connection_close(s->conn, why);
+		return;
+	}
+	if (s->waiting == SESSION_WAIT_INPUT)
+		session_wake(s, false);
+}
+
 void linesession_shutdown_all(struct linesession_list *list)
 {
+	for (struct linesession *s = list->head; s != NULL; s = s->next)
+		session_end(s, "server shutting down");
+}
+
+unsigned int linesession_end_matching(struct linesession_list *list,
+				      bool (*match)(void *context, const void *arg),
+				      const void *arg, const char *reply)
+{
+	unsigned int count = 0;
+
 	for (struct linesession *s = list->head; s != NULL; s = s->next) {
-		s->shutdown = true;
-		if (s->conn_destroyed)
+		if (s->shutdown || s->conn_destroyed ||
+		    !match(s->set.context, arg))
 			continue;
-		if (!s->started) {
-			connection_close(s->conn, "server shutting down");
-			continue;
-		}
-		if (s->waiting == SESSION_WAIT_INPUT)
-			session_wake(s, false);
+		if (s->end_reply == NULL)
+			s->end_reply = reply;
+		session_end(s, "ended by the administrator");
+		count++;
 	}
+	return count;
 }

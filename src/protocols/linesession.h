@@ -56,6 +56,14 @@ struct linesession_settings {
 	void *context;
 };
 
+/* End the sessions of list (this thread's) for which match(context, arg)
+   is true, as a drain ends them - at their next wait for a command, at
+   once if they wait for one now - with reply (static, no CRLF) as their
+   last line. Returns how many were told. */
+unsigned int linesession_end_matching(struct linesession_list *list,
+				      bool (*match)(void *context, const void *arg),
+				      const void *arg, const char *reply);
+
 /* Take over fd (accepted from peer) on this thread's loop. */
 void linesession_start(struct ioloop *loop, int fd, const struct sockaddr *peer,
 		       socklen_t peer_len, const struct linesession_settings *set);
@@ -111,6 +119,9 @@ const char *linesession_id(const struct linesession *ls);
 const char *linesession_peer_ip(const struct linesession *ls);
 /* The peer address as accepted (NULL if unknown). */
 const struct sockaddr *linesession_peer(const struct linesession *ls);
+/* The last line of a session that is being ended (drain or
+   linesession_end_matching()). */
+const char *linesession_end_reply(const struct linesession *ls);
 bool linesession_shutting_down(const struct linesession *ls);
 
 /* From run(): sleep msecs (yielding). -1 if the session died meanwhile. */

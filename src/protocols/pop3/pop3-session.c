@@ -120,7 +120,8 @@ static int session_command(struct pop3_session *s)
 
 	/* Drain: between commands, even with more already pipelined. */
 	if (linesession_shutting_down(client->ls))
-		return linesession_close(client->ls, "%s", POP3_SHUTDOWN_REPLY);
+		return linesession_close(client->ls, "%s",
+					 linesession_end_reply(client->ls));
 	ret = pop3_client_read_line(client, POP3_LINE_MAX, &line);
 	if (ret < 0)
 		return -1;
@@ -219,6 +220,27 @@ void pop3_sessions_shutdown(void)
 	/* Sessions waiting for a command end at once (the engine writes
 	   the shutdown reply); a running command finishes first. */
 	linesession_shutdown_all(&pop3_sessions);
+}
+
+/* session_of_user - linesession_end_matching()'s test */
+static bool session_of_user(void *context, const void *arg)
+{
+	const struct pop3_session *s = context;
+
+	return s->client.user != NULL && strcmp(s->client.user, arg) == 0;
+}
+
+unsigned int pop3_sessions_kick_user(const char *user)
+{
+	unsigned int count;
+
+	count = linesession_end_matching(&pop3_sessions, session_of_user, user,
+					 "-ERR [SYS/TEMP] Session ended by the "
+					 "administrator");
+	if (count > 0)
+		log_info("pop3: ending %u session%s of %s (administrator)",
+			 count, count == 1 ? "" : "s", user);
+	return count;
 }
 
 unsigned int pop3_session_count(void)

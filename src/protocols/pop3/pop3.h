@@ -42,5 +42,9 @@ void pop3_session_start(struct ioloop *loop, int fd,
 void pop3_sessions_shutdown(void);
 /* Sessions of this thread not yet freed. */
 unsigned int pop3_session_count(void);
+/* End this thread's sessions logged in as user (canonical address) at
+   their next command, "-ERR [SYS/TEMP]" and no UPDATE state (messages
+   marked deleted stay). Returns how many. */
+unsigned int pop3_sessions_kick_user(const char *user);
 
 #endif

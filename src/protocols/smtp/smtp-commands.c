@@ -592,8 +592,8 @@ static int cmd_mail(struct smtp_client *client, const char *args)
 	if (client->kind == SMTP_KIND_SUBMISSION && client->auth_user == NULL)
 		return smtp_reply_error(client, "530 5.7.0 Authentication required");
 	if (linesession_shutting_down(client->ls))
-		return linesession_close(client->ls, "421 4.3.2 %s Service shutting "
-					 "down", client->set->smtp_hostname);
+		return linesession_close(client->ls, "%s",
+					 linesession_end_reply(client->ls));
 	if (strncasecmp(p, "FROM:", 5) != 0)
 		return smtp_reply_error(client, "501 5.5.4 Syntax: MAIL FROM:<address>");
 	p += 5;

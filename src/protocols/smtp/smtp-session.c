@@ -195,6 +195,29 @@ void smtp_sessions_shutdown(void)
 	linesession_shutdown_all(&smtp_sessions);
 }
 
+/* session_of_user - linesession_end_matching()'s test: authenticated
+   (submission) as user */
+static bool session_of_user(void *context, const void *arg)
+{
+	const struct smtp_session *s = context;
+
+	return s->client.auth_user != NULL &&
+		strcmp(s->client.auth_user, arg) == 0;
+}
+
+unsigned int smtp_sessions_kick_user(const char *user)
+{
+	unsigned int count;
+
+	count = linesession_end_matching(&smtp_sessions, session_of_user, user,
+					 "421 4.7.0 Session ended by the "
+					 "administrator");
+	if (count > 0)
+		log_info("smtp: ending %u authenticated session%s of %s "
+			 "(administrator)", count, count == 1 ? "" : "s", user);
+	return count;
+}
+
 unsigned int smtp_session_count(void)
 {
 	return smtp_sessions.count;

@@ -53,5 +53,8 @@ void smtp_session_start(struct ioloop *loop, int fd,
 void smtp_sessions_shutdown(void);
 /* Sessions of this thread not yet freed. */
 unsigned int smtp_session_count(void);
+/* End this thread's sessions authenticated as user (submission) at their
+   next command, with a 421. Returns how many. */
+unsigned int smtp_sessions_kick_user(const char *user);
 
 #endif
