@@ -26,10 +26,13 @@ def add_user(daemon, address, password=PASSWORD):
     assert r.returncode == 0, r.stderr
 
 
-def start_daemon(workdir, node="n1", extra="", users=USERS):
-    """A running daemon with IMAP (STARTTLS port) and IMAPS, and users."""
+def start_daemon(workdir, node="n1", extra="", users=USERS, replace=None):
+    """A running daemon with IMAP (STARTTLS port) and IMAPS, and users;
+    replace={"key": "value"} changes a line of cmtest's default config."""
     d = cmtest.Daemon(workdir, node=node, services=["imap", "imaps"],
                       extra=extra)
+    if replace:
+        d.write_config(replace=replace)
     spool = os.path.join(str(workdir), "spool")
     if not os.path.isdir(spool):
         os.mkdir(spool)

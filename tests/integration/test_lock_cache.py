@@ -10,14 +10,12 @@ IDLE), every session sees every change, and nothing is lost when many
 sessions work on one mailbox at once. (The DLM itself runs in the VM lab,
 tests/lab.)
 """
-import os
 import threading
 import time
 import urllib.request
 
 import pytest
 
-import cmtest
 import imaptest
 
 MESSAGE = (b"From: a@example.com\r\nTo: alice@example.com\r\n"
@@ -25,16 +23,8 @@ MESSAGE = (b"From: a@example.com\r\nTo: alice@example.com\r\n"
 
 
 def start_local(workdir, hold="10ms"):
-    d = cmtest.Daemon(workdir, services=["imap"],
-                      extra=f"lock_cache_hold = {hold}")
-    d.write_config(replace={"lock_backend": "local"})
-    spool = os.path.join(str(workdir), "spool")
-    os.mkdir(spool)
-    cmtest.prepare_workdir(spool)
-    for u in imaptest.USERS:
-        imaptest.add_user(d, u)
-    d.start()
-    return d
+    return imaptest.start_daemon(workdir, extra=f"lock_cache_hold = {hold}",
+                                 replace={"lock_backend": "local"})
 
 
 @pytest.fixture
