@@ -3,7 +3,9 @@
 #
 # debootstrap (minbase plus a package list) from the package archive the
 # host uses, with Debian's kernel, corosync, dlm_controld, gfs2-utils,
-# ocfs2-tools, the kernel NFS server, pacemaker and resource-agents, and
+# ocfs2-tools, the kernel NFS server, pacemaker (with its command-line
+# tools, which ocf:pacemaker:controld and the lab's test need) and
+# resource-agents, and
 # the run-time libraries clustermaild links against. The result is three
 # files in LAB_DIR/image/: root.img (ext4, booted read-write under qemu
 # -snapshot, so the image itself never changes), vmlinuz and initrd.img.
@@ -28,7 +30,7 @@ packages=(
 	linux-image-amd64 initramfs-tools kmod udev procps iproute2 iputils-ping
 	util-linux mount e2fsprogs python3
 	corosync dlm-controld gfs2-utils ocfs2-tools
-	nfs-kernel-server nfs-common pacemaker resource-agents
+	nfs-kernel-server nfs-common pacemaker pacemaker-cli-utils resource-agents
 	liburing2 libssl3 zlib1g libdlm3 libcpg4 libcrypt1 libxml2
 )
 

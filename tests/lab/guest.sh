@@ -25,7 +25,9 @@ wait_for() {
 	done
 }
 
-cluster_start() {
+# corosync_start [LOG] - corosync.conf for the three VMs; start corosync
+# and wait until the cluster is quorate. Logs to $out/LOG.log (corosync).
+corosync_start() {
 	getent passwd clustermail >/dev/null ||
 		useradd --system --uid 990 --home-dir /nonexistent --shell /usr/sbin/nologin clustermail
 	mkdir -p /etc/corosync /etc/dlm /var/log/cluster /var/lib/corosync
@@ -52,12 +54,23 @@ uidgid {
 }
 logging {
 	to_logfile: yes
-	logfile: $out/corosync.log
+	logfile: $out/${1:-corosync}.log
 	to_syslog: no
 	to_stderr: no
 	timestamp: on
 }
 CONF
+	corosync >"$out/${1:-corosync}.out" 2>&1 || { cat "$out/${1:-corosync}.out"; return 1; }
+	wait_for 120 sh -c 'corosync-quorumtool -s | grep -q "Quorate: *Yes"' || {
+		corosync-quorumtool -s
+		return 1
+	}
+}
+
+# cluster_start - corosync, then dlm_controld on its own (no Pacemaker),
+# fencing through lab-fence.sh
+cluster_start() {
+	corosync_start || return 1
 	# Fencing: every node's dlm_controld fences a failed node through
 	# lab-fence.sh, which asks the host to SIGKILL that VM's qemu.
 	cat >/etc/dlm/dlm.conf <<CONF
@@ -66,11 +79,6 @@ debug_logfile=1
 protocol=tcp
 fence_all /lab/tests/lab/lab-fence.sh
 CONF
-	corosync >"$out/corosync.out" 2>&1 || { cat "$out/corosync.out"; return 1; }
-	wait_for 120 sh -c 'corosync-quorumtool -s | grep -q "Quorate: *Yes"' || {
-		corosync-quorumtool -s
-		return 1
-	}
 	dlm_controld >"$out/dlm_controld.out" 2>&1 || return 1
 	wait_for 60 dlm_tool status || { dlm_tool status; return 1; }
 	sleep 1
@@ -78,8 +86,122 @@ CONF
 	echo "$node: corosync quorate, dlm_controld up"
 }
 
+# pcmk_start - test (f): corosync, then Pacemaker (pacemakerd starts its
+# daemons; dlm_controld is started later by ocf:pacemaker:controld and
+# fences through Pacemaker with its default agent, dlm_stonith). Installs
+# the lab's fence agent and the clustermail OCF agent where Pacemaker
+# looks for them. Logs: $out/pcmk-corosync.log, $out/syslog (what goes to
+# syslog: clustermaild once detached, the resource agents), and
+# pacemaker.log, copied from the VM by pcmk-logs.
+pcmk_start() {
+	local d
+	# a syslog for the daemons that detach: lines to $out/syslog
+	rm -f /dev/log
+	python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+os.chmod("/dev/log", 0o666)   # daemons that dropped root log too
+with open(sys.argv[1], "ab", 0) as f:
+    while True:
+        f.write(s.recv(65536).rstrip(b"\n") + b"\n")' "$out/syslog" \
+		>/dev/null 2>&1 </dev/null &
+	corosync_start pcmk-corosync || return 1
+	# dlm_controld (started by the controld agent) reads this; without a
+	# fence device here it uses dlm_stonith, i.e. Pacemaker's fencing.
+	cat >/etc/dlm/dlm.conf <<CONF
+log_debug=1
+debug_logfile=1
+protocol=tcp
+CONF
+	install -m 0755 /lab/fence_lab /usr/sbin/fence_lab
+	mkdir -p /usr/lib/ocf/resource.d/clustermail
+	install -m 0755 /lab/pacemaker/clustermail /usr/lib/ocf/resource.d/clustermail/clustermail
+	mkdir -p /run/crm /run/resource-agents /run/lock /var/log/pacemaker
+	for d in cib pengine blackbox cores; do
+		mkdir -p "/var/lib/pacemaker/$d"
+	done
+	chown -R hacluster:haclient /var/lib/pacemaker /var/log/pacemaker /run/crm
+	# The first CIB only shortens the wait for the first DC election
+	# (dc-deadtime); ha/cluster-setup's configuration replaces it.
+	cat >/var/lib/pacemaker/cib/cib.xml <<'XML'
+<cib validate-with="pacemaker-3.0" admin_epoch="0" epoch="1" num_updates="0">
+  <configuration>
+    <crm_config>
+      <cluster_property_set id="cib-bootstrap-options">
+        <nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="5s"/>
+      </cluster_property_set>
+    </crm_config>
+    <nodes/>
+    <resources/>
+    <constraints/>
+  </configuration>
+  <status/>
+</cib>
+XML
+	chown hacluster:haclient /var/lib/pacemaker/cib/cib.xml
+	chmod 0600 /var/lib/pacemaker/cib/cib.xml
+	PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_stderr=no \
+		setsid pacemakerd >"$out/pacemakerd.out" 2>&1 </dev/null &
+	wait_for 120 crm_mon --one-shot || {
+		cat "$out/pacemakerd.out"
+		return 1
+	}
+	echo "$node: corosync quorate, pacemaker up"
+}
+
+# pcmk_logs - copy Pacemaker's and dlm_controld's logs to $out
+pcmk_logs() {
+	cp /var/log/pacemaker/pacemaker.log "$out/pacemaker.log" 2>/dev/null
+	cp /var/log/dlm_controld/dlm_controld.log "$out/pcmk-dlm_controld.log" 2>/dev/null
+	return 0
+}
+
+# vm_shutdown - stop what a test left running, in order (clustermaild, the
+# mounts, dlm_controld, corosync) before the VM is powered off; bounded
+# by the caller's timeout
+vm_shutdown() {
+	local i name names
+	cm_stop
+	umount /srv/nfsmail /srv/ocfs2 "$mnt" 2>/dev/null
+	# A lockspace can be left behind with nobody using it (seen after
+	# the torture test, which SIGKILLs processes that joined it as
+	# creators); dlm_controld then ignores the stop ("shutdown ignored,
+	# active lockspaces"). Leave them.
+	for i in 1 2 3 4 5; do
+		names=$(dlm_tool ls 2>/dev/null | awk '$1 == "name" { printf "%s ", $2 }')
+		[ -n "$names" ] || break
+		[ "$i" = 1 ] && echo "$node: leaving lockspaces left behind: $names"
+		for name in $names; do
+			dlm_tool leave "$name" >/dev/null 2>&1
+		done
+	done
+	pkill -x dlm_controld
+	if ! wait_for 20 sh -c '! pgrep -x dlm_controld'; then
+		# Stopping corosync now would look like a failure to the other
+		# nodes' dlm_controld, which would fence this one: leave it to
+		# the power-off.
+		echo "$node: dlm_controld does not stop; lockspaces: $(dlm_tool ls | awk '$1 == "name" { print $2 }')"
+		return 1
+	fi
+	corosync-cfgtool -H >/dev/null 2>&1
+	wait_for 20 sh -c '! pgrep -x corosync'
+	echo "$node: stopped: $(findmnt -n -t gfs2,ocfs2,nfs4 | wc -l) cluster mounts, corosync $(pgrep -x corosync >/dev/null && echo running || echo stopped)"
+}
+
 gfs2_mkfs() {
 	mkfs.gfs2 -O -p lock_dlm -t labcluster:mail -j 3 -J 16 /dev/vdb
+}
+
+# gfs2_prepare SPOOL - on a GFS2 that no node has mounted (right after
+# mkfs): mount it here alone without cluster locking, create the spool
+# directory for clustermail, unmount it. Pacemaker mounts it later.
+gfs2_prepare() {
+	mkdir -p "$mnt"
+	mount -t gfs2 -o lockproto=lock_nolock /dev/vdb "$mnt" || return 1
+	mkdir -p "$1"
+	chown clustermail "$1"
+	umount "$mnt"
 }
 
 gfs2_mount() {
@@ -124,10 +246,14 @@ nfs_mount() {
 	findmnt -n -o SOURCE,FSTYPE,OPTIONS /srv/nfsmail | cut -c1-90
 }
 
-# cm_config BACKEND SPOOL NODES - write clustermail.conf (the same on
-# every node: one [node vmN] section each) and the mail user
+# cm_config BACKEND SPOOL [pacemaker] - write clustermail.conf (the same
+# on every node: one [node vmN] section each) and the mail user. With
+# "pacemaker" (test f): the listeners on every address (a VIP that
+# Pacemaker moves here is served at once), example.com as a local domain
+# too (tests/ha/ha_client.py's), and the spool is not created (it is on
+# the GFS2 that Pacemaker mounts; gfs2-prepare made it).
 cm_config() {
-	local backend=$1 spool=$2 n
+	local backend=$1 spool=$2 mode=${3:-} n
 	getent passwd clustermail >/dev/null ||
 		useradd --system --uid 990 --home-dir /nonexistent --shell /usr/sbin/nologin clustermail
 	mkdir -p /etc/clustermail /run/clustermail
@@ -145,7 +271,7 @@ pid_file = /run/clustermail/%n.pid
 tls_cert = /etc/clustermail/tls.crt
 tls_key = /etc/clustermail/tls.key
 mail_user = clustermail
-local_domains = lab.test
+local_domains = lab.test${mode:+ example.com}
 trusted_networks = 127.0.0.0/8 $net.0/24
 log_target = stderr
 log_level = info
@@ -154,8 +280,20 @@ relayhost = [$net.254]:2525
 queue_retry_initial = 1s
 queue_scan_interval = 1s
 CONF
-		for n in 1 2 3; do
+		if [ "$mode" = pacemaker ]; then
 			cat <<CONF
+listen_imap = 0.0.0.0:143
+listen_pop3 = 0.0.0.0:110
+listen_smtp = 0.0.0.0:25
+listen_lmtp = 0.0.0.0:24
+CONF
+			for n in 1 2 3; do
+				printf '\n[node vm%s]\nmetrics_listen = %s:9100\nsmtp_hostname = vm%s.lab.test\n' \
+					"$n" "$net.$n" "$n"
+			done
+		else
+			for n in 1 2 3; do
+				cat <<CONF
 
 [node vm$n]
 listen_imap = $net.$n:143
@@ -165,8 +303,10 @@ listen_lmtp = $net.$n:24
 metrics_listen = $net.$n:9100
 smtp_hostname = vm$n.lab.test
 CONF
-		done
+			done
+		fi
 	} >"$conf"
+	[ "$mode" = pacemaker ] && return 0
 	mkdir -p "$spool"
 	chown clustermail "$spool"
 }
@@ -270,6 +410,10 @@ step=${1:-}
 shift
 case $step in
 cluster-start) cluster_start ;;
+pcmk-start) pcmk_start ;;
+pcmk-logs) pcmk_logs ;;
+shutdown) vm_shutdown ;;
+gfs2-prepare) gfs2_prepare "$@" ;;
 gfs2-mkfs) gfs2_mkfs ;;
 gfs2-mount) gfs2_mount ;;
 cm-config) cm_config "$@" ;;

@@ -7,6 +7,9 @@ qemu process of vmNODEID (its pid file is RUNDIR/vmNODEID.pid), wait until
 the process is gone, log the fact to RUNDIR/fence.log and answer "ok". A
 VM whose qemu is already gone is reported fenced as well (it is powered
 off). Only the lab's own qemu processes are ever signalled.
+
+Two more requests, for the Pacemaker fence agent fence_lab, are answered
+without a log line: "status NODEID" ("on" or "off") and "ping" ("pong").
 """
 import argparse
 import os
@@ -40,9 +43,24 @@ def fence(nodeid):
     return "still running"
 
 
+def status(nodeid):
+    try:
+        with open(os.path.join(RUNDIR, "vm%d.pid" % nodeid)) as pidfile:
+            pid = int(pidfile.read().strip())
+    except (OSError, ValueError):
+        return "no such node"
+    return "on" if qemu_alive(pid) else "off"
+
+
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         words = self.rfile.readline().decode(errors="replace").split()
+        if words == ["ping"]:
+            self.wfile.write(b"pong\n")
+            return
+        if len(words) == 2 and words[0] == "status" and words[1].isdigit():
+            self.wfile.write(status(int(words[1])).encode() + b"\n")
+            return
         if len(words) == 2 and words[0] == "fence" and words[1].isdigit():
             answer = fence(int(words[1]))
         else:
