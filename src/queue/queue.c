@@ -1038,8 +1038,10 @@ static void queue_remove_if_old(struct queue *q, struct sio *sio,
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (sio_fstatat(sio, q->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	if (st.st_mtime <= now &&
-	    (uint64_t)(now - st.st_mtime) < q->tmp_grace_secs)
+	/* Young either way: another node's clock may be ahead of ours, and
+	   its file from a moment ago then has a time in our future. */
+	if ((uint64_t)llabs((long long)now - (long long)st.st_mtime) <
+	    q->tmp_grace_secs)
 		return;
 	if (sio_unlinkat(sio, q->root_fd, path, 0) == 0)
 		log_id_info(name, "queue: removed leftover %s/%s", q->root, path);

@@ -549,6 +549,9 @@ START_TEST(test_leftover_cleanup)
 	write_queue_file("tmp", "old.msg", "x", 1);
 	age_queue_file("tmp", "old.msg", 2 * GRACE_SECS);
 	write_queue_file("tmp", "new.msg", "x", 1);
+	/* Just written by a node whose clock is ahead of ours. */
+	write_queue_file("tmp", "ahead.msg", "x", 1);
+	age_queue_file("tmp", "ahead.msg", -GRACE_SECS / 2);
 	write_queue_file("active", "gone", "node9", 5);
 	age_queue_file("active", "gone", 2 * GRACE_SECS);
 	/* An envelope whose content vanished. */
@@ -564,6 +567,7 @@ START_TEST(test_leftover_cleanup)
 	ck_assert(queue_file_exists("msg", "new-content"));
 	ck_assert(!queue_file_exists("tmp", "old.msg"));
 	ck_assert(queue_file_exists("tmp", "new.msg"));
+	ck_assert(queue_file_exists("tmp", "ahead.msg"));
 	ck_assert(!queue_file_exists("active", "gone"));
 	ck_assert(queue_file_exists("active", id));
 	ck_assert(queue_file_exists("msg", id));
