@@ -640,6 +640,21 @@ static void main_start_locks(const struct settings *set)
 	}
 }
 
+/* main_start_lock_keeper - the DLM lockspace outlives us unless a root
+   process releases it after we exit (lock_client_start_keeper()) */
+static void main_start_lock_keeper(void)
+{
+	char *error;
+
+	if (main_state.locks == NULL)
+		return;
+	if (lock_client_start_keeper(main_state.locks, &error) < 0) {
+		log_warn("%s; the lockspace stays after this daemon stops "
+			 "(dlm_tool leave removes it)", error);
+		free(error);
+	}
+}
+
 /* main_open_store - the process's store on the spool */
 static void main_open_store(const struct settings *set)
 {
@@ -812,6 +827,7 @@ static void main_start(void)
 	if (dlm) {
 		main_create_loop();
 		main_start_locks(set);
+		main_start_lock_keeper();
 	}
 	privilege_drop(set->mail_user, chown_paths);
 	free(run_dir);

@@ -219,8 +219,8 @@ bool net_cidr_match(const struct net_cidr *cidr, const struct sockaddr *sa)
 	return false;
 }
 
-/* 100 ms apart: about 5 s for a port held by a process just killed. */
-#define NET_BIND_RETRIES 50
+/* 100 ms apart: 10 s for a port held by a process just killed. */
+#define NET_BIND_RETRIES 100
 
 int net_listen_tcp(const struct net_addr *addr, int backlog,
 		   const char **error_r)
@@ -239,14 +239,19 @@ int net_listen_tcp(const struct net_addr *addr, int backlog,
 	/* A daemon that was just killed (a crash, SIGKILL from a cluster
 	   manager) may still hold its listeners for a moment: io_uring
 	   tears down a dead process's ring, and drops the files its
-	   pending accepts hold, asynchronously after the process is gone.
-	   Give that a few seconds instead of failing the restart. */
+	   pending accepts hold, asynchronously after the process is gone -
+	   seconds on a loaded or slow machine. Wait for that instead of
+	   failing the restart, saying so once. */
 	for (int tries = 0; ; tries++) {
 		struct timespec pause = { 0, 100 * 1000 * 1000 };
 
 		ret = bind(fd, (const struct sockaddr *)&addr->ss, addr->len);
 		if (ret == 0 || errno != EADDRINUSE || tries >= NET_BIND_RETRIES)
 			break;
+		if (tries == 10)
+			log_info("%s is still in use; waiting up to %d s for it",
+				 net_addr_str((const struct sockaddr *)&addr->ss, name),
+				 NET_BIND_RETRIES / 10);
 		(void)nanosleep(&pause, NULL);
 	}
 	if (ret < 0 || listen(fd, backlog) < 0) {

@@ -79,13 +79,20 @@
 #include "lib/lib.h"
 #include "io/ioloop.h"
 #include "lock-private.h"
+#include "lock-dlm-device.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <syslog.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <libdlm.h>
 
-#define LOCK_DLM_CONTROL_DEVICE "/dev/misc/dlm-control"
+#define LOCK_DLM_CONTROL_DEVICE LOCK_DLM_DEVICE_CONTROL
 #define LOCK_DLM_DEFAULT_LOCKSPACE "clustermail"
 /* Longest lock_client_destroy() waits for outstanding unlocks. */
 #define LOCK_DLM_DRAIN_MSECS 10000
@@ -143,6 +150,8 @@ struct lock_dlm_client {
 	   (dlm_create_lockspace), which dlm_release_lockspace() drops. */
 	bool ls_referenced;
 	int fd;
+	/* Write end of the keeper's pipe (lock_dlm_start_keeper); -1. */
+	int keeper_fd;
 	struct ioloop *dispatch_loop;	/* borrowed */
 	struct io_request poll_req;
 
@@ -634,6 +643,7 @@ lock_dlm_client_create(const struct lock_client_settings *set, char **error_r)
 				 LOCK_DLM_DEFAULT_LOCKSPACE);
 	dc->dispatch_loop = set->dispatch_loop;
 	dc->fd = -1;
+	dc->keeper_fd = -1;
 	if ((ret = pthread_mutex_init(&dc->mutex, NULL)) != 0)
 		log_fatal("dlm lock backend: pthread_mutex_init: %s",
 			  strerror(ret));
@@ -673,6 +683,11 @@ static void lock_dlm_client_destroy(struct lock_client *client)
 		log_warn("dlm lock backend: closing lockspace %s: %s",
 			 dc->ls_name, strerror(errno));
 	}
+	/* A clean stop: the keeper releases as soon as we have exited (the
+	   pipe stays open until then). */
+	if (dc->keeper_fd >= 0 && write(dc->keeper_fd, "c", 1) != 1)
+		log_warn("dlm lock backend: telling the keeper: %s",
+			 strerror(errno));
 	/* The fd is closed: no AST can reach what is left. */
 	while (dc->records != NULL)
 		lock_dlm_record_free(dc->records);
@@ -758,12 +773,150 @@ static void lock_dlm_destroy(struct lock *lock)
 	dl->rec = NULL;
 }
 
+/*
+ * The lockspace keeper
+ *
+ * Only root (CAP_SYS_ADMIN) may drop a create reference, and the daemon
+ * gives up root right after creating the lockspace; its own release at
+ * stop would fail, the lockspace would stay, and dlm_controld would refuse
+ * to leave - a node put in standby would be fenced when its DLM stop timed
+ * out. So before the privilege drop the daemon forks a keeper that stays
+ * root, holds nothing but the read end of a pipe, and waits for EOF: the
+ * daemon has exited. It then removes our reference by the lockspace's
+ * minor number; while locks remain the kernel says EBUSY, and the keeper
+ * tries again for a while.
+ *
+ * A daemon that stops cleanly closes its lockspace first and then writes
+ * one byte to the pipe: the keeper releases once it has exited. A daemon
+ * that was killed may still have its lockspace file open after it is gone
+ * (io_uring tears a dead process's ring down asynchronously, and the
+ * ring's poll holds the file); releasing then hung in the lab (the
+ * release in D state waiting for that file, the dead ring holding the
+ * daemon's ports, a new daemon's join blocked behind the release). So
+ * after a crash the keeper leaves the reference alone: the next daemon
+ * joins the lockspace again, and dlm_tool leave removes it.
+ */
+
+#define LOCK_DLM_KEEPER_NAME "clustermail-dlm"	/* comm, 15 bytes at most */
+#define LOCK_DLM_KEEPER_RETRY_MSECS 100
+#define LOCK_DLM_KEEPER_RETRIES 600		/* one minute */
+
+/* lock_dlm_keeper_main - the keeper process; never returns */
+static void lock_dlm_keeper_main(int pipe_fd, unsigned int minor,
+				 const char *ls_name)
+{
+	int null_fd, ret = 0;
+	bool clean = false;
+	char c;
+
+	(void)prctl(PR_SET_NAME, LOCK_DLM_KEEPER_NAME);
+	/* Its own session: a terminal's ^C for a foreground daemon must
+	   not take the keeper along. SIGTERM to everyone (a service
+	   manager's stop) is ignored: the keeper ends with the daemon. */
+	(void)setsid();
+	(void)signal(SIGTERM, SIG_IGN);
+	(void)signal(SIGINT, SIG_IGN);
+	(void)signal(SIGHUP, SIG_IGN);
+	(void)signal(SIGPIPE, SIG_IGN);
+	null_fd = open("/dev/null", O_RDWR);
+	if (null_fd >= 0) {
+		(void)dup2(null_fd, STDIN_FILENO);
+		(void)dup2(null_fd, STDOUT_FILENO);
+		(void)dup2(null_fd, STDERR_FILENO);
+	}
+	/* Nothing of the daemon's but the pipe: not its listeners, pid file
+	   lock, lockspace fd (which would keep its locks alive) or loops. */
+	if (dup2(pipe_fd, 3) < 0)
+		_exit(1);
+	(void)close_range(4, ~0U, 0);
+	openlog("clustermaild", LOG_PID, LOG_MAIL);
+
+	for (;;) {
+		ssize_t n = read(3, &c, 1);
+
+		if (n > 0)
+			clean = true;
+		else if (n == 0 || errno != EINTR)
+			break;	/* EOF: every copy of the write end is closed */
+	}
+	if (!clean) {
+		syslog(LOG_WARNING, "dlm lock backend: the daemon died; its "
+		       "reference on lockspace %s stays (the next daemon on "
+		       "this node joins it; dlm_tool leave %s removes it when "
+		       "none runs)", ls_name, ls_name);
+		_exit(1);
+	}
+	for (int i = 0; i < LOCK_DLM_KEEPER_RETRIES; i++) {
+		ret = lock_dlm_device_remove(minor);
+		if (ret != -EBUSY)
+			break;
+		usleep(LOCK_DLM_KEEPER_RETRY_MSECS * 1000);
+	}
+	if (ret == 0 || ret == -ENOENT) {
+		syslog(LOG_INFO, "dlm lock backend: released the daemon's "
+		       "reference on lockspace %s", ls_name);
+		_exit(0);
+	}
+	syslog(LOG_WARNING, "dlm lock backend: cannot release lockspace %s: "
+	       "%s (dlm_tool leave %s removes it)", ls_name, strerror(-ret),
+	       ls_name);
+	_exit(1);
+}
+
+/* lock_dlm_start_keeper - fork the keeper (see above), if we hold a
+   create reference; from then on the keeper releases it */
+static int lock_dlm_start_keeper(struct lock_client *client, char **error_r)
+{
+	struct lock_dlm_client *dc = lock_dlm_client(client);
+	struct stat st;
+	int fds[2], write_fd;
+	pid_t pid;
+
+	if (!dc->ls_referenced || dc->keeper_fd >= 0)
+		return 0;
+	if (fstat(dc->fd, &st) < 0) {
+		*error_r = mem_printf("dlm lock backend: fstat lockspace %s: %s",
+				      dc->ls_name, strerror(errno));
+		return -1;
+	}
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		*error_r = mem_printf("dlm lock backend: pipe: %s",
+				      strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		*error_r = mem_printf("dlm lock backend: fork: %s",
+				      strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fds[1]);
+		lock_dlm_keeper_main(fds[0], minor(st.st_rdev), dc->ls_name);
+	}
+	close(fds[0]);
+	/* Above every fd the lockspace uses, out of the way of dup2()s. */
+	write_fd = fcntl(fds[1], F_DUPFD_CLOEXEC, 64);
+	if (write_fd >= 0) {
+		close(fds[1]);
+		fds[1] = write_fd;
+	}
+	dc->keeper_fd = fds[1];
+	dc->ls_referenced = false;
+	log_info("dlm lock backend: lockspace %s is released by process %d "
+		 "when this one exits", dc->ls_name, (int)pid);
+	return 0;
+}
+
 const struct lock_backend_vfuncs lock_dlm_vfuncs = {
 	.name = "dlm",
 	.blocking_callbacks = true,
 	.lock_size = sizeof(struct lock_dlm_lock),
 	.client_create = lock_dlm_client_create,
 	.client_destroy = lock_dlm_client_destroy,
+	.start_keeper = lock_dlm_start_keeper,
 	.lock_init = lock_dlm_lock_init,
 	.acquire = lock_dlm_acquire,
 	.cancel = lock_dlm_cancel,

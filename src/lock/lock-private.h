@@ -112,6 +112,8 @@ struct lock_backend_vfuncs {
 					     char **error_r);
 	/* Free the client; every handle has been destroyed. */
 	void (*client_destroy)(struct lock_client *client);
+	/* lock_client_start_keeper(); NULL: nothing to keep. */
+	int (*start_keeper)(struct lock_client *client, char **error_r);
 
 	/* A new handle: generic fields are set, backend fields are zero. */
 	void (*lock_init)(struct lock *lock);

@@ -178,6 +178,14 @@ void lock_client_destroy(struct lock_client **_client)
 	client->v->client_destroy(client);
 }
 
+int lock_client_start_keeper(struct lock_client *client, char **error_r)
+{
+	*error_r = NULL;
+	if (client->v->start_keeper == NULL)
+		return 0;
+	return client->v->start_keeper(client, error_r);
+}
+
 const char *lock_client_backend_name(const struct lock_client *client)
 {
 	return client->v->name;

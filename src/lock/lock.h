@@ -124,6 +124,12 @@ struct lock_client *lock_client_create(const struct lock_client_settings *set,
    unlocks of the destroyed handles to finish. */
 void lock_client_destroy(struct lock_client **client);
 const char *lock_client_backend_name(const struct lock_client *client);
+/* Call as root, before giving root up: start a small process that stays
+   root and, once this process has exited (cleanly or not), undoes what
+   only root can undo - with dlm, our create reference on the lockspace,
+   which would otherwise outlive us and keep dlm_controld from leaving
+   it. Nothing to do for the other backends. 0, or -1 with *error_r. */
+int lock_client_start_keeper(struct lock_client *client, char **error_r);
 
 /* A handle on resource name (1..LOCK_NAME_MAX bytes of printable ASCII;
    use lock_name_*() to build names). Not held until lock_acquire(). */

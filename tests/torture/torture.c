@@ -510,6 +510,12 @@ static void env_open(void)
 	if (env.locks == NULL)
 		log_fatal("%s lock client: %s",
 			  settings_lock_backend_name(opt.lock_backend), error);
+	/* We get SIGKILLed: a root keeper drops our DLM lockspace
+	   reference after that, as the daemon's does. */
+	if (lock_client_start_keeper(env.locks, &error) < 0) {
+		log_warn("%s", error);
+		free(error);
+	}
 	env.sio = sio_create_sync(env.loop);
 	store_set.locks = env.locks;
 	env.store = store_create(&store_set);
