@@ -218,8 +218,13 @@ ocfs2_mkfs() {
 
 ocfs2_mount() {
 	mkdir -p /srv/ocfs2
-	# the user stack (ocfs2_stack_user: the fs/dlm with dlm_controld)
+	# the user stack (ocfs2_stack_user: the fs/dlm with dlm_controld);
+	# mount.ocfs2 (libo2cb) also checks the node manager's interface
+	# revision (/sys/fs/o2cb) and configfs "cluster", even on this stack:
+	# without ocfs2_nodemanager it fails with "Unable to access cluster
+	# service while trying initialize cluster"
 	modprobe ocfs2_stack_user
+	modprobe ocfs2_nodemanager
 	echo pcmk >/sys/fs/ocfs2/cluster_stack || return 1
 	mount -t ocfs2 -o noatime /dev/vdc /srv/ocfs2 || { dmesg | tail -5; return 1; }
 	findmnt -n -o SOURCE,FSTYPE /srv/ocfs2
