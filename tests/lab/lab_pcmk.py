@@ -49,8 +49,14 @@ def cluster_state(args):
             where.setdefault(r.get("id"), set()).update(
                 n.get("name") for n in r.iter("node"))
     ok = not failed
+    # nodes in standby are online but run nothing
+    # (only the node list's entries carry "online": node_history and
+    # resources have node elements too)
+    active = {n.get("name") for n in root.iter("node")
+              if n.get("online") == "true" and n.get("type") != "ping"
+              and n.get("standby") != "true" and n.get("name")}
     for rid in CLONES:
-        ok = ok and where.get(rid, set()) == online
+        ok = ok and where.get(rid, set()) == active
     for v in VIPS:
         ok = ok and len(where.get(v, ())) == 1
     if ok:

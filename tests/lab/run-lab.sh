@@ -582,6 +582,12 @@ pcmk_vip3_moved() {
 	pcmk_placed "$1" && ! grep -q 'vip3=vm3' "$run/pcmk/placement"
 }
 
+# shellcheck disable=SC2317  # called through wait_until
+# pcmk_all_on_vm1 - everything placed, every VIP on vm1 (vm2 in standby)
+pcmk_all_on_vm1() {
+	pcmk_placed 1 && grep -qx 'vip1=vm1 vip2=vm1 vip3=vm1' "$run/pcmk/placement"
+}
+
 # wait_until SECONDS COMMAND... - retry COMMAND every 2 s until it succeeds
 wait_until() {
 	local end=$(( $(date +%s) + $1 ))
@@ -755,6 +761,25 @@ test_pacemaker() {
 	done
 	guest 1 ctl index check u@example.com ||
 		fail "pacemaker: clustermailctl index check found problems in the spool"
+
+	# A clean standby must stop clustermail, GFS2 and the DLM on vm2
+	# without fencing it: clustermaild's keeper leaves its lockspace.
+	step "test (f): vm2 in standby: its resources stop and move to vm1, vm2 is not fenced"
+	vm 1 "crm_standby -N vm2 -v on" >/dev/null 2>&1 || fail "pacemaker: crm_standby -N vm2 -v on"
+	if wait_until 240 pcmk_all_on_vm1; then
+		echo "lab: vm2 in standby: $(cat "$run/pcmk/placement")"
+	else
+		pcmk_fail "vm2's resources not on vm1 within 240 s of its standby"
+	fi
+	sleep 10	# a fencing would come now
+	if grep -q ': fence 2 ' "$run/fence.log" 2>/dev/null; then
+		fail "pacemaker: vm2 was fenced when put in standby: $(grep ': fence 2 ' "$run/fence.log")"
+	else
+		echo "ok: vm2 not fenced; in lockspaces: [$(vm 2 "dlm_tool ls 2>/dev/null | awk '\$1 == \"name\" { print \$2 }'")]"
+	fi
+	in_ns python3 "$client" check --vip "$net.102" --acked "$d/acked-before" \
+		"$d/acked-during" "$d/acked-after" ||
+		fail "pacemaker: IMAP check on VIP $net.102 (on vm1) with vm2 in standby"
 	pcmk_collect
 	if [ "$failures" = "${failures_before_pcmk:-0}" ]; then
 		echo "PASS: pacemaker failover: vm3 fenced, $net.103 back in ${elapsed}s (limit ${failover_limit}s, $accel), $(wc -l <"$d/acked-before") + $(wc -l <"$d/acked-during") + $(wc -l <"$d/acked-after") acknowledged messages, none lost or duplicated"
