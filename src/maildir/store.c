@@ -1321,6 +1321,20 @@ static int store_rename_one(struct store_user *user, const char *old_name,
 		goto out;
 	ret = sio_renameat(user->sio, user->root_fd, old_dir, user->root_fd,
 			   new_dir, RENAME_NOREPLACE);
+	if (ret == -EINVAL) {
+		/* NFS has no RENAME_NOREPLACE. The user lock, which every
+		   create, delete and rename holds, keeps new_dir from
+		   appearing between this look and the rename. */
+		struct stat st;
+
+		ret = sio_fstatat(user->sio, user->root_fd, new_dir, &st,
+				  AT_SYMLINK_NOFOLLOW);
+		if (ret == 0)
+			ret = -EEXIST;
+		else if (ret == -ENOENT)
+			ret = sio_renameat(user->sio, user->root_fd, old_dir,
+					   user->root_fd, new_dir, 0);
+	}
 	if (ret == -EEXIST || ret == -ENOTEMPTY)
 		ret = store_set_error(user, STORE_ERR_EXISTS,
 				      "Mailbox already exists: %s", new_name);

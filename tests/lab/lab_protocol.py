@@ -165,6 +165,22 @@ def main():
         for n, view in views.items():
             check(view == first, "%s agrees on the mailbox: %d messages, %s"
                   % (n, len(view[0]), view[1]))
+        # Folders: create on one node, rename on another, list and
+        # delete on a third (each must work on every file system).
+        name = "Lab-%d" % (time.time() * 1000 % 1000000)
+        renamed = name + "-renamed"
+        typ, data = sessions[a].create(name)
+        check(typ == "OK", "CREATE %s on %s (%s)" % (name, a, data))
+        typ, data = sessions[b].rename(name, renamed)
+        check(typ == "OK", "RENAME %s %s on %s (%s)" % (name, renamed, b, data))
+        typ, data = mc.list('""', "Lab-*")
+        listed = [line.decode() for line in data if line]
+        check(typ == "OK" and any(renamed in line for line in listed) and
+              not any(line.endswith('"%s"' % name) or line.endswith(" " + name)
+                      for line in listed),
+              "LIST on %s shows only %s (%s)" % (c, renamed, listed))
+        typ, data = mc.delete(renamed)
+        check(typ == "OK", "DELETE %s on %s (%s)" % (renamed, c, data))
         for m in sessions.values():
             m.logout()
     except (Fail, OSError, imaplib.IMAP4.error, smtplib.SMTPException) as exc:
