@@ -92,7 +92,6 @@
 #include <unistd.h>
 #include <libdlm.h>
 
-#define LOCK_DLM_CONTROL_DEVICE LOCK_DLM_DEVICE_CONTROL
 #define LOCK_DLM_DEFAULT_LOCKSPACE "clustermail"
 /* Longest lock_client_destroy() waits for outstanding unlocks. */
 #define LOCK_DLM_DRAIN_MSECS 10000
@@ -599,10 +598,10 @@ static void lock_dlm_drain(struct lock_dlm_client *dc)
 /* lock_dlm_open - open the lockspace, creating it if needed */
 static int lock_dlm_open(struct lock_dlm_client *dc, char **error_r)
 {
-	if (access(LOCK_DLM_CONTROL_DEVICE, F_OK) < 0) {
+	if (access(LOCK_DLM_DEVICE_CONTROL, F_OK) < 0) {
 		*error_r = mem_printf("dlm lock backend: %s: %s (the dlm kernel "
 				      "module is not loaded; is dlm_controld "
-				      "running?)", LOCK_DLM_CONTROL_DEVICE,
+				      "running?)", LOCK_DLM_DEVICE_CONTROL,
 				      strerror(errno));
 		return -1;
 	}
