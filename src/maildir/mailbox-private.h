@@ -65,6 +65,9 @@ struct mailbox {
 	/* State as of log_offset in log generation log_gen. */
 	bool loaded;
 	int log_fd;
+	/* NFS: this EX hold has set the writer mark in log_fd's header
+	   (see "Writers that died on NFS" in mailbox.c). */
+	bool log_marked;
 	uint32_t log_gen;
 	uint64_t log_offset;
 	uint32_t uidvalidity;

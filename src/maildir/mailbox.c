@@ -96,6 +96,25 @@
  *     does not have yet; the old log is then fully contained in the index
  *     and is replaced by an empty one of the right generation.
  *
+ * Writers that died on NFS. A process killed on an NFS client can leave
+ * its last log writes in flight: the client keeps sending them after the
+ * process is gone, while the lock (on another file, in SPOOL/.locks/) is
+ * released at once. The next EX holder could then append at the offset a
+ * late write lands on, and lose an acknowledged record. So on NFS the log
+ * is read to its end with O_DIRECT reads (never up to a cached size), and
+ * an EX holder sets a mark in the log header (u32 at LOG_WRITER_OFFSET,
+ * O_DIRECT, fdatasync'ed) before its first write to that log file and
+ * clears it before it releases the lock (store->log_writer_mark: always
+ * on NFS; unit tests turn it on elsewhere). An EX holder that finds the mark
+ * set knows the previous writer died mid-hold; it completes the pending
+ * file work without logging, and compacts before it writes anything:
+ * the new log is a new inode, so late writes land in the unlinked old
+ * one. Whatever of them had landed before this holder read the log is
+ * in its view (a record is acknowledged only after it was read back, so
+ * every acknowledged one had). A reader (PR) that finds the mark asks
+ * for EX. The local file systems and GFS2/OCFS2 do not need this: a
+ * write has either happened or not when a killed process's locks go.
+ *
  * Expunge history (QRESYNC, RFC 7162 3.2.5). Compaction drops the log's
  * EXPUNGE records, and with them the modseq at which each UID went. So
  * the view keeps (UID, modseq) of every expunge it applies, and the
@@ -143,7 +162,8 @@
 
 #define INDEX_MAGIC "CMIDX1LE"
 #define LOG_MAGIC "CMLOG1LE"
-#define LOG_HEADER_SIZE 24	/* magic 8, uidvalidity 4, gen 4, crc 4, pad 4 */
+#define LOG_HEADER_SIZE 24	/* magic 8, uidvalidity 4, gen 4, crc 4, writer 4 */
+#define LOG_WRITER_OFFSET 20	/* the NFS writer mark, outside the CRC */
 #define LOG_RECORD_MAX (64 * 1024 * 1024)
 
 enum log_type {
@@ -711,16 +731,48 @@ static bool log_apply(struct mailbox *box, uint8_t type, struct rd *r,
    fails its CRC ends the log (torn write): *torn_r says so, and
    box->log_offset stays at its start. Malformed content that passed the
    CRC is corruption: STORE_ERR_CORRUPT. */
-static int log_read_tail(struct mailbox *box, bool *torn_r)
+/* log_read_nfs - the log from box->log_offset to its end on NFS, where
+   fstat() may answer from the attribute cache: O_DIRECT reads until one
+   comes back short (the server's end of file). */
+static int log_read_nfs(struct mailbox *box, uint8_t **data_r, uint64_t *size_r)
+{
+	size_t alloc = 64 * 1024, len = 0;
+	uint8_t *data = mem_zalloc(alloc);
+	ssize_t n;
+
+	for (;;) {
+		n = sio_pread(box->user->sio, box->log_fd, data + len,
+			      alloc - len, box->log_offset + len);
+		if (n < 0) {
+			free(data);
+			return store_io_error(box->user, "read",
+					      MAILBOX_LOG_FILE, (int)n);
+		}
+		len += (size_t)n;
+		if (len < alloc)
+			break;
+		alloc *= 2;
+		data = mem_realloc(data, alloc);
+	}
+	*data_r = data;
+	*size_r = len;
+	return STORE_OK;
+}
+
+/* log_read_sized - the same where fstat() is exact (local, GFS2, OCFS2);
+   *data_r NULL: nothing new */
+static int log_read_sized(struct mailbox *box, uint8_t **data_r,
+			  uint64_t *size_r)
 {
 	struct sio *sio = box->user->sio;
 	struct stat st;
+	uint64_t size;
 	uint8_t *data;
-	uint64_t size, pos = 0;
 	ssize_t n;
 	int ret;
 
-	*torn_r = false;
+	*data_r = NULL;
+	*size_r = 0;
 	if ((ret = sio_fstat(sio, box->log_fd, &st)) < 0)
 		return store_io_error(box->user, "fstat", MAILBOX_LOG_FILE, ret);
 	if ((uint64_t)st.st_size <= box->log_offset) {
@@ -735,7 +787,22 @@ static int log_read_tail(struct mailbox *box, bool *torn_r)
 		free(data);
 		return store_io_error(box->user, "read", MAILBOX_LOG_FILE, (int)n);
 	}
-	size = (uint64_t)n;
+	*data_r = data;
+	*size_r = (uint64_t)n;
+	return STORE_OK;
+}
+
+static int log_read_tail(struct mailbox *box, bool *torn_r)
+{
+	uint8_t *data = NULL;
+	uint64_t size = 0, pos = 0;
+	int ret;
+
+	*torn_r = false;
+	ret = box->user->store->spool_nfs ? log_read_nfs(box, &data, &size) :
+		log_read_sized(box, &data, &size);
+	if (ret < 0 || data == NULL)
+		return ret;
 	while (pos < size) {
 		uint32_t len, sum;
 		uint8_t type;
@@ -787,6 +854,46 @@ static void log_record(struct bb *b, uint8_t type, const struct bb *payload)
 	bb_u32(b, crc(b->data + start, b->len - start));
 }
 
+/* log_set_writer - write the NFS writer mark of box->log_fd (1 set,
+   0 clear); see "Writers that died on NFS" at the top */
+static int log_set_writer(struct mailbox *box, uint32_t mark)
+{
+	struct sio *sio = box->user->sio;
+	ssize_t n;
+	int ret;
+
+	n = sio_pwrite(sio, box->log_fd, &mark, sizeof(mark), LOG_WRITER_OFFSET);
+	if (n >= 0 && (size_t)n != sizeof(mark))
+		n = -EIO;
+	ret = n < 0 ? (int)n : sio_fsync(sio, box->log_fd, true);
+	if (ret < 0)
+		return store_io_error(box->user, "write", MAILBOX_LOG_FILE, ret);
+	return STORE_OK;
+}
+
+/* log_mark_writer - before an EX holder's first write to this log file */
+static int log_mark_writer(struct mailbox *box)
+{
+	int ret;
+
+	if (!box->user->store->log_writer_mark || box->log_marked)
+		return STORE_OK;
+	if ((ret = log_set_writer(box, 1)) == STORE_OK)
+		box->log_marked = true;
+	return ret;
+}
+
+/* mailbox_clear_writer - before an EX holder that wrote lets the lock
+   go. A failure only costs the next holder a needless compaction. */
+static void mailbox_clear_writer(struct mailbox *box)
+{
+	if (!box->log_marked)
+		return;
+	box->log_marked = false;
+	if (box->log_fd >= 0)
+		(void)log_set_writer(box, 0);
+}
+
 /* Append records (already framed) durably; they are applied to the view
    by reading them back, so the view and the file can never disagree. */
 static int log_write(struct mailbox *box, const struct bb *b)
@@ -796,6 +903,12 @@ static int log_write(struct mailbox *box, const struct bb *b)
 	ssize_t n;
 	int ret;
 
+	if ((ret = log_mark_writer(box)) < 0)
+		return ret;
+	log_debug("store %s: mailbox %s: log write of %zu bytes at %llu in "
+		  "generation %u (type %u, UIDNEXT %u)", box->user->name,
+		  box->name, b->len, (unsigned long long)box->log_offset,
+		  box->log_gen, b->data[4], box->uidnext);
 	n = sio_pwrite(sio, box->log_fd, b->data, b->len, box->log_offset);
 	if (n < 0) {
 		/* A short write would leave a torn record: cut it off. */
@@ -1118,14 +1231,19 @@ int mailbox_write_snapshot(struct mailbox *box)
 	if (box->log_fd >= 0)
 		(void)sio_close(sio, box->log_fd);
 	box->log_fd = fd;
+	box->log_marked = false;
 	box->log_gen = gen;
 	box->log_offset = LOG_HEADER_SIZE;
+	log_debug("store %s: mailbox %s: wrote log generation %u "
+		  "(UIDNEXT %u, HIGHESTMODSEQ %llu)", box->user->name,
+		  box->name, gen, box->uidnext,
+		  (unsigned long long)box->highestmodseq);
 	return STORE_OK;
 }
 
 /* Read the log header of an open log fd. */
 static int log_read_header(struct mailbox *box, int fd, uint32_t *uidvalidity_r,
-			   uint32_t *gen_r)
+			   uint32_t *gen_r, uint32_t *writer_r)
 {
 	uint8_t hdr[LOG_HEADER_SIZE];
 	uint32_t sum;
@@ -1141,6 +1259,7 @@ static int log_read_header(struct mailbox *box, int fd, uint32_t *uidvalidity_r,
 		return STORE_ERR_CORRUPT;
 	memcpy(uidvalidity_r, hdr + 8, 4);
 	memcpy(gen_r, hdr + 12, 4);
+	memcpy(writer_r, hdr + LOG_WRITER_OFFSET, 4);
 	return STORE_OK;
 }
 
@@ -1161,7 +1280,7 @@ static void view_reset_state(struct mailbox *box)
 int mailbox_load(struct mailbox *box, const char **reason_r)
 {
 	struct sio *sio = box->user->sio;
-	uint32_t log_uidvalidity, log_gen;
+	uint32_t log_uidvalidity, log_gen, log_writer;
 	uint64_t log_offset;
 	struct stat st;
 	uint8_t *data;
@@ -1210,7 +1329,9 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 		box->log_fd = -1;
 		return store_io_error(box->user, "open", MAILBOX_LOG_FILE, ret);
 	}
-	ret = log_read_header(box, box->log_fd, &log_uidvalidity, &log_gen);
+	box->log_marked = false;
+	ret = log_read_header(box, box->log_fd, &log_uidvalidity, &log_gen,
+			      &log_writer);
 	if (ret == STORE_ERR_CORRUPT) {
 		*reason_r = "bad log header";
 		view_reset_state(box);
@@ -1246,6 +1367,11 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 	if (ret < 0)
 		return ret;
 	box->loaded = true;
+	log_debug("store %s: mailbox %s: loaded log generation %u to %llu%s "
+		  "(UIDNEXT %u, HIGHESTMODSEQ %llu)", box->user->name,
+		  box->name, box->log_gen, (unsigned long long)box->log_offset,
+		  torn ? " (torn)" : "", box->uidnext,
+		  (unsigned long long)box->highestmodseq);
 	return STORE_OK;
 }
 
@@ -1593,9 +1719,25 @@ static int mailbox_reload(struct mailbox *box, const char **reason_r)
 }
 
 /* Redo the file work of records whose writer died (EX held). */
-static int mailbox_finish_pending(struct mailbox *box, bool recovering);
+static int mailbox_finish_pending(struct mailbox *box, bool recovering,
+				  bool write_done);
 static int mailbox_scan_new(struct mailbox *box, bool ex);
 static void mailbox_clean_tmp(struct mailbox *box);
+
+/* mailbox_writer_died - the log's writer mark is set: its last writer
+   died holding EX on NFS, and late writes of it may still land. Do the
+   pending file work without logging it, then move to a new log file
+   (see "Writers that died on NFS" at the top). */
+static int mailbox_writer_died(struct mailbox *box)
+{
+	int ret;
+
+	log_warn("store %s: mailbox %s: the last writer of the change log "
+		 "died; starting a new log", box->user->name, box->name);
+	if ((ret = mailbox_finish_pending(box, true, false)) < 0)
+		return ret;
+	return mailbox_write_snapshot(box);
+}
 
 static int mailbox_repair(struct mailbox *box, const char *reason)
 {
@@ -1612,9 +1754,11 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 	struct sio *sio = box->user->sio;
 	const char *reason = NULL;
 	bool ex = mode == LOCK_MODE_EX, torn = false;
+	uint32_t writer = 0;
 	int ret;
 
-	if (!stamp_matches(box)) {
+	/* With writer marks (NFS) the header is read every time. */
+	if (box->user->store->log_writer_mark || !stamp_matches(box)) {
 		uint32_t uidvalidity, gen;
 		int fd;
 
@@ -1625,7 +1769,8 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 		} else if (fd < 0) {
 			return store_io_error(box->user, "open", MAILBOX_LOG_FILE, fd);
 		} else {
-			ret = log_read_header(box, fd, &uidvalidity, &gen);
+			ret = log_read_header(box, fd, &uidvalidity, &gen,
+					      &writer);
 			if (ret == STORE_ERR_CORRUPT)
 				reason = "bad log header";
 		}
@@ -1650,9 +1795,17 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 			if ((ret = mailbox_repair(box, reason)) < 0)
 				return ret;
 			torn = false;
+			writer = 0;	/* a new log */
 		} else if (ret < 0) {
 			return ret;
 		}
+	}
+	if (writer != 0) {
+		if (!ex)
+			return SYNC_NEED_EX;
+		if ((ret = mailbox_writer_died(box)) < 0)
+			return ret;
+		torn = false;
 	}
 	if (box->log_offset == UINT64_MAX || torn || box->pending_count > 0) {
 		if (!ex)
@@ -1666,12 +1819,14 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 			log_warn("store %s: mailbox %s: cutting a torn record "
 				 "off the change log at %llu", box->user->name,
 				 box->name, (unsigned long long)box->log_offset);
+			if ((ret = log_mark_writer(box)) < 0)
+				return ret;
 			ret = sio_ftruncate(sio, box->log_fd, box->log_offset);
 			if (ret < 0)
 				return store_io_error(box->user, "truncate",
 						      MAILBOX_LOG_FILE, ret);
 		}
-		if ((ret = mailbox_finish_pending(box, true)) < 0)
+		if ((ret = mailbox_finish_pending(box, true, true)) < 0)
 			return ret;
 	}
 	ret = mailbox_scan_new(box, ex);
@@ -1737,6 +1892,7 @@ static int mailbox_lock_flags(struct mailbox *box, enum lock_mode mode,
 		if (ret < 0) {
 			if (mode == LOCK_MODE_EX && box->loaded)
 				stamp_publish(box);
+			mailbox_clear_writer(box);
 			lock_release(box->lock);
 			return ret;
 		}
@@ -1773,6 +1929,7 @@ void mailbox_unlock(struct mailbox *box)
 		}
 		mailbox_cache_write_locked(box, compacted);
 		stamp_publish(box);
+		mailbox_clear_writer(box);
 	}
 	/* Keep the lock for the session's next command where that is safe:
 	   a blocking callback ends the caching when another node or session
@@ -1934,40 +2091,40 @@ static void mailbox_new_to_cur(struct mailbox *box, const char *name,
 			 box->name, src, strerror(-ret));
 }
 
-/* mailbox_dir_revalidate - on NFS, open and close the subdirectory so
-   that the client revalidates its cached attributes and entries
-   (close-to-open); nothing to do elsewhere */
-static void mailbox_dir_revalidate(struct mailbox *box, const char *subdir)
-{
-	struct sio *sio = box->user->sio;
-	struct stat st;
-	int fd;
-
-	if (!box->user->store->spool_nfs)
-		return;
-	fd = sio_openat(sio, box->dir_fd, subdir, O_RDONLY | O_DIRECTORY, 0);
-	if (fd >= 0) {
-		(void)sio_fstat(sio, fd, &st);
-		(void)sio_close(sio, fd);
-	}
-}
-
-/* mailbox_new_stat - stat new/ with fresh attributes: on NFS a plain
-   stat may be answered from the attribute cache, an open revalidates
-   (close-to-open consistency) */
-static int mailbox_new_stat(struct mailbox *box, struct stat *st_r)
+/* mailbox_dir_open_stat - open subdir, fstat it, close it: on NFS the
+   open makes the client revalidate its cached attributes and entries
+   (close-to-open consistency), where a plain stat may be answered from
+   the attribute cache */
+static int mailbox_dir_open_stat(struct mailbox *box, const char *subdir,
+				 struct stat *st_r)
 {
 	struct sio *sio = box->user->sio;
 	int fd, ret;
 
-	if (!box->user->store->spool_nfs)
-		return sio_fstatat(sio, box->dir_fd, "new", st_r, 0);
-	fd = sio_openat(sio, box->dir_fd, "new", O_RDONLY | O_DIRECTORY, 0);
+	fd = sio_openat(sio, box->dir_fd, subdir, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
 	ret = sio_fstat(sio, fd, st_r);
 	(void)sio_close(sio, fd);
 	return ret;
+}
+
+/* mailbox_dir_revalidate - on NFS, make the client revalidate subdir;
+   nothing to do elsewhere */
+static void mailbox_dir_revalidate(struct mailbox *box, const char *subdir)
+{
+	struct stat st;
+
+	if (box->user->store->spool_nfs)
+		(void)mailbox_dir_open_stat(box, subdir, &st);
+}
+
+/* mailbox_new_stat - stat new/ with fresh attributes */
+static int mailbox_new_stat(struct mailbox *box, struct stat *st_r)
+{
+	if (!box->user->store->spool_nfs)
+		return sio_fstatat(box->user->sio, box->dir_fd, "new", st_r, 0);
+	return mailbox_dir_open_stat(box, "new", st_r);
 }
 
 /* mailbox_new_settled - was new/'s last change long enough ago that any
@@ -2383,7 +2540,11 @@ static int mailbox_unlink_base(struct mailbox *box, const char *base)
 
 /* mailbox_finish_pending - do the file work of logged records (EX):
    our own EXPUNGE's, or, recovering, those of a writer that died */
-static int mailbox_finish_pending(struct mailbox *box, bool recovering)
+/* mailbox_finish_pending - do the file work of the records without
+   DONE; write_done false: only forget them afterwards (the log is about
+   to be replaced by a snapshot) */
+static int mailbox_finish_pending(struct mailbox *box, bool recovering,
+				  bool write_done)
 {
 	int ret;
 
@@ -2416,7 +2577,9 @@ static int mailbox_finish_pending(struct mailbox *box, bool recovering)
 		if ((ret = sio_fsync_dir(box->user->sio, box->dir_fd, "cur")) < 0)
 			return store_io_error(box->user, "fsync", "cur", ret);
 		/* log_done() reads the DONE back, which removes the entry. */
-		if ((ret = log_done(box, offset)) < 0)
+		if (!write_done)
+			pending_done(box, offset);
+		else if ((ret = log_done(box, offset)) < 0)
 			return ret;
 	}
 	return STORE_OK;
@@ -2631,7 +2794,7 @@ int mailbox_expunge(struct mailbox *box, const uint32_t *uids, size_t count,
 		   base names in box->pending. */
 		ret = log_write1(box, LOG_EXPUNGE, &p);
 		if (ret == STORE_OK)
-			ret = mailbox_finish_pending(box, false);
+			ret = mailbox_finish_pending(box, false, true);
 	}
 	free(p.data);
 	mailbox_unlock(box);

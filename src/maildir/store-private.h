@@ -31,6 +31,7 @@ struct store {
 	void *changed_context;
 	int spool_fd;			/* O_PATH|O_DIRECTORY */
 	bool spool_nfs;			/* attributes may be cached */
+	bool log_writer_mark;		/* store_settings; always on NFS */
 	pthread_mutex_t new_seen_lock;	/* sessions on several threads */
 	struct store_new_seen new_seen[STORE_NEW_SEEN_SLOTS];
 };

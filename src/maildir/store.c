@@ -155,6 +155,7 @@ struct store *store_create(const struct store_settings *set)
 		set->expunge_history_max : MAILBOX_EXPUNGE_HISTORY_MAX;
 	store->spool_fd = -1;
 	store->spool_nfs = store_path_is_nfs(store->spool_dir);
+	store->log_writer_mark = set->log_writer_mark || store->spool_nfs;
 	pthread_mutex_init(&store->new_seen_lock, NULL);
 	return store;
 }

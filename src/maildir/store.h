@@ -74,6 +74,11 @@ struct store_settings {
 	   local; sessions on a loop that keeps running) with this minimum
 	   hold when another node wants one; 0 = release at once. */
 	uint64_t lock_cache_hold_msecs;
+	/* Mark the change log while an EX holder writes it, so that the
+	   next writer notices one that died mid-hold and moves to a new log
+	   (mailbox.c, "Writers that died on NFS"). Always on for a spool on
+	   NFS; settable for tests of that path on other file systems. */
+	bool log_writer_mark;
 	/* Files in tmp/ older than this are removed by sync; 0 = 36 h. */
 	uint64_t tmp_grace_secs;
 	/* Compact the change log when it grows past this; 0 = 256 KiB. */

@@ -15,6 +15,9 @@
 #   TORTURE_SEED     seed of the kill schedule and of the processes
 #                    (default random; printed, so a failure can be rerun)
 #   TORTURE_KEEP     set: keep the work directory even on success
+#   TORTURE_WRITER_MARK  set: the processes mark the change log while they
+#                    write it, as on NFS (see mailbox.c, "Writers that died
+#                    on NFS"), so kills exercise that recovery here
 #   TORTURE_DIR      parent of the work directory (default $TMPDIR or /tmp)
 #   top_builddir, top_srcdir, PYTHON3: set by `make check`
 #
@@ -81,7 +84,8 @@ start_node() {
 	"$torture" --run --spool "$work/spool" --users "$users" \
 		--node "node$n" --journal "$work/journal/node$n.$s.log" \
 		--deadline "$deadline" --seed $((seed * 131 + n * 1009 + s)) \
-		--compact-bytes "$compact_bytes" 2>"$work/logs/node$n.$s.err" &
+		--compact-bytes "$compact_bytes" ${TORTURE_WRITER_MARK:+--writer-mark} \
+		2>"$work/logs/node$n.$s.err" &
 	pid[$n]=$!
 }
 

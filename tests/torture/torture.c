@@ -101,6 +101,7 @@ struct options {
 	int64_t deadline_msecs;		/* CLOCK_REALTIME */
 	uint64_t seed;
 	uint64_t compact_bytes;
+	bool writer_mark;	/* store_settings.log_writer_mark */
 	unsigned long bench_count;
 	bool bench_stdin;
 	enum settings_lock_backend lock_backend;	/* default fcntl */
@@ -498,6 +499,7 @@ static void env_open(void)
 		.node_name = opt.node,
 		.lock_timeout_msecs = LOCK_TIMEOUT_MSECS,
 		.log_compact_bytes = opt.compact_bytes,
+		.log_writer_mark = opt.writer_mark,
 	};
 	char *error = NULL;
 
@@ -1848,6 +1850,7 @@ static void ATTR_NORETURN usage(void)
 		"usage: torture --init|--run|--dump|--bench-open|--bench-deliver N\n"
 		"  --spool DIR --users a@x[,b@x...] [--node NAME] [--journal FILE]\n"
 		"  [--seconds N | --deadline UNIXTIME] [--seed S] [--compact-bytes N]\n"
+		"  [--writer-mark] [--debug]\n"
 		"  [--mailbox NAME] [--stdin] [--lock-backend fcntl|dlm]\n");
 	exit(EXIT_SETUP);
 }
@@ -1881,6 +1884,8 @@ static void parse_options(int argc, char **argv)
 		{ "deadline", required_argument, NULL, 'd' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "compact-bytes", required_argument, NULL, 'c' },
+		{ "writer-mark", no_argument, NULL, 'W' },
+		{ "debug", no_argument, NULL, 'G' },
 		{ "mailbox", required_argument, NULL, 'm' },
 		{ "stdin", no_argument, NULL, 'i' },
 		{ "lock-backend", required_argument, NULL, 'L' },
@@ -1912,6 +1917,8 @@ static void parse_options(int argc, char **argv)
 			break;
 		case 'S': opt.seed = strtoull(optarg, NULL, 0); break;
 		case 'c': opt.compact_bytes = strtoull(optarg, NULL, 0); break;
+		case 'W': opt.writer_mark = true; break;
+		case 'G': log_set_level(LOG_LEVEL_DEBUG); break;
 		case 'm': opt.mailbox = optarg; break;
 		case 'i': opt.bench_stdin = true; break;
 		case 'L':

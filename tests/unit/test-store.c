@@ -10,10 +10,12 @@
 #include "lock/lock.h"
 #include "maildir/sio.h"
 #include "maildir/store.h"
+#include "maildir/mailbox-private.h"	/* mailbox_lock(): a hold to die in */
 #include "unit.h"
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,6 +31,9 @@ struct node {
 
 static char spool[256];
 static struct node n1, n2;
+/* node_init(): the store marks the change log while writing it (as on
+   NFS, where it is always on) */
+static bool node_log_writer_mark;
 
 static void node_init(struct node *n, const char *name)
 {
@@ -49,6 +54,7 @@ static void node_init(struct node *n, const char *name)
 	ss.locks = n->locks;
 	ss.log_compact_bytes = 4096;	/* exercise compaction */
 	ss.expunge_history_max = 32;	/* and the expunge history's bound */
+	ss.log_writer_mark = node_log_writer_mark;
 	n->store = store_create(&ss);
 }
 
@@ -842,6 +848,123 @@ static char *capture_stderr_end(int saved_fd, const char *path)
 	buf[n > 0 ? n : 0] = '\0';
 	return buf;
 }
+
+/* log_writer_mark - the writer mark in a change log's header (bytes
+   20-23), and the log's inode */
+static uint32_t log_writer_mark(const char *user_dir, ino_t *ino_r)
+{
+	char path[512];
+	uint32_t mark = 99;
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s/clustermail.log", spool, user_dir);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &mark, sizeof(mark), 20), sizeof(mark));
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	close(fd);
+	if (ino_r != NULL)
+		*ino_r = st.st_ino;
+	return mark;
+}
+
+/* A writer that dies holding EX after writing the log (on NFS its last
+   writes could still land) leaves its mark in the log header; the next
+   EX holder completes its work, starts a new log file (a new inode, so
+   late writes land in the old one) and keeps every record that was
+   there. A writer that finishes clears its mark. */
+START_TEST(test_writer_died)
+{
+	struct store_user *a = user_open(&n1, "writer@example.com");
+	char path[512], logpath[512], *logged;
+	struct mailbox *va;
+	ino_t before, after;
+	uint32_t uid = 1;
+	int status, saved;
+	pid_t pid;
+
+	deliver(a, NULL, "Subject: w1\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	mailbox_close(&va);
+	ck_assert_uint_eq(log_writer_mark("example.com/writer", &before), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct node n3;
+		struct store_user *c;
+		struct mailbox *vc;
+		const char *error;
+		int fd;
+
+		node_log_writer_mark = true;
+		node_init(&n3, "node3");
+		if (store_user_open(n3.store, n3.sio, "writer@example.com", 0,
+				    &c, &error) != 0 ||
+		    mailbox_open(c, "INBOX", 0, &vc) != 0)
+			_exit(1);
+		/* A file another MDA put into new/: the EX sync gives it a
+		   UID (a log write, so the mark goes on first). */
+		snprintf(path, sizeof(path),
+			 "%s/example.com/writer/new/1.M1P1.other", spool);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (fd < 0 || write(fd, "Subject: w2\n\ny\n", 16) != 16 ||
+		    close(fd) != 0)
+			_exit(1);
+		if (mailbox_lock(vc, LOCK_MODE_EX) != 0 ||
+		    mailbox_count(vc) != 2)
+			_exit(1);
+		raise(SIGKILL);	/* dies holding EX, mark set */
+		_exit(1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		      "child status %d", status);
+	ck_assert_uint_eq(log_writer_mark("example.com/writer", &after), 1);
+	ck_assert(after == before);
+
+	/* A node without marks of its own still honours one it finds. */
+	capture_stderr_begin(&saved, logpath, sizeof(logpath));
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	logged = capture_stderr_end(saved, logpath);
+	ck_assert_msg(strstr(logged, "the last writer of the change log died; "
+			     "starting a new log") != NULL, "logged: %s", logged);
+	ck_assert_uint_eq(mailbox_count(va), 2);
+	ck_assert_ptr_nonnull(mailbox_lookup_uid(va, 2, NULL));
+	ck_assert_uint_eq(log_writer_mark("example.com/writer", &after), 0);
+	ck_assert(after != before);
+	mailbox_close(&va);
+	ck_assert_uint_eq(check_problems(a, "INBOX"), 0);
+
+	/* A marking writer that finishes leaves no mark: no new log next. */
+	{
+		struct node n3;
+		struct store_user *c;
+		struct mailbox *vc;
+
+		node_log_writer_mark = true;
+		node_init(&n3, "node3");
+		node_log_writer_mark = false;
+		c = user_open(&n3, "writer@example.com");
+		ck_assert_int_eq(mailbox_open(c, "INBOX", 0, &vc), 0);
+		ck_assert_int_eq(mailbox_store(vc, &uid, 1, MAILBOX_STORE_ADD,
+					       MAIL_SEEN, NULL, 0, NULL, NULL), 0);
+		ck_assert_uint_eq(log_writer_mark("example.com/writer", &before), 0);
+		mailbox_close(&vc);
+		store_user_close(&c);
+		node_deinit(&n3);
+	}
+	capture_stderr_begin(&saved, logpath, sizeof(logpath));
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	logged = capture_stderr_end(saved, logpath);
+	ck_assert_msg(strstr(logged, "died") == NULL, "logged: %s", logged);
+	ck_assert_uint_eq(log_writer_mark("example.com/writer", &after), 0);
+	ck_assert(after == before);
+	ck_assert((mailbox_lookup_uid(va, 1, NULL)->flags & MAIL_SEEN) != 0);
+	mailbox_close(&va);
+	store_user_close(&a);
+}
+END_TEST
 
 START_TEST(test_cache_damage)
 {
@@ -1715,6 +1838,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_cache_two_views);
 	tcase_add_test(tc, test_cache_other_process);
 	tcase_add_test(tc, test_cache_damage);
+	tcase_add_test(tc, test_writer_died);
 	tcase_add_test(tc, test_cache_uidvalidity);
 	tcase_add_test(tc, test_cache_compaction_and_limits);
 	tcase_add_test(tc, test_cache_flush_busy);
