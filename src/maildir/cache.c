@@ -45,10 +45,15 @@
  * offset (16 bytes an entry) - never the data. A lookup preads the
  * record, checks its CRC again, and copies the data into one per-view
  * buffer, which is why the returned pointer lives until the next call
- * that can change the view. Adds wait in memory (copied; at most
- * CACHE_PENDING_MAX bytes, later adds are dropped) until the view next
- * holds EX: mailbox_unlock() calls mailbox_cache_write_locked(), or
- * mailbox_cache_flush() takes EX without waiting.
+ * that can change the view. The pread takes up to CACHE_WINDOW bytes of
+ * indexed records from there into a read-ahead window, so a FETCH or
+ * SEARCH that walks the messages in UID order (whose records were mostly
+ * added in that order) reads the file in a few large reads instead of
+ * two small ones a message; the window goes at the next locked sync.
+ * Adds wait in memory (copied; at most CACHE_PENDING_MAX bytes, later
+ * adds are dropped) until the view next holds EX: mailbox_unlock() calls
+ * mailbox_cache_write_locked(), or mailbox_cache_flush() takes EX without
+ * waiting.
  *
  * Compaction. Records of expunged messages (and records superseded by a
  * racing view's duplicate) are dead weight. When the change log is
@@ -72,6 +77,7 @@
 #define CACHE_REC_HEAD 9		/* uid 4, field 1, len 4 */
 #define CACHE_REC_OVERHEAD (CACHE_REC_HEAD + 4)
 #define CACHE_READ_CHUNK (1024 * 1024)
+#define CACHE_WINDOW (64 * 1024)
 #define CACHE_PENDING_MAX (8 * 1024 * 1024)
 /* Offsets are kept in 48 bits; a file never grows past this. */
 #define CACHE_FILE_MAX ((uint64_t)1 << 40)
@@ -120,6 +126,12 @@ struct mailbox_cache {
 
 	uint8_t *buf;			/* the last lookup's data */
 	size_t buf_alloc;
+
+	/* Read-ahead: file bytes [win_start, win_start + win_len), all of
+	   them indexed records (stable bytes); dropped at every sync. */
+	uint8_t *win;
+	uint64_t win_start;
+	size_t win_len;
 };
 
 /* cache_crc - CRC32 of data, continuing sum */
@@ -216,11 +228,20 @@ static void cache_pending_clear(struct mailbox_cache *c)
 
 /* cache_forget_file - close the file and drop its entries (pending adds
    stay) */
+/* cache_window_drop - forget the read-ahead window */
+static void cache_window_drop(struct mailbox_cache *c)
+{
+	free(c->win);
+	c->win = NULL;
+	c->win_len = 0;
+}
+
 static void cache_forget_file(struct mailbox *box, struct mailbox_cache *c)
 {
 	if (c->fd >= 0)
 		(void)sio_close(box->user->sio, c->fd);
 	c->fd = -1;
+	cache_window_drop(c);
 	c->read_offset = 0;
 	c->file_records = 0;
 	c->damage = NULL;
@@ -265,10 +286,19 @@ void mailbox_cache_free(struct mailbox *box)
 	free(c->pending);
 	free(c->table);
 	free(c->buf);
+	free(c->win);
 	free(c);
 }
 
 /* ---- reading ------------------------------------------------------------- */
+
+/* cache_open_flags - O_DIRECT on NFS: other nodes append to the file we
+   keep open, and the client's cached pages of it would not show that
+   (the lock is on another file, so taking it does not revalidate them) */
+static int cache_open_flags(const struct mailbox *box)
+{
+	return O_RDWR | (box->user->store->spool_nfs ? O_DIRECT : 0);
+}
 
 /* cache_damaged - the usable part of the file ends at read_offset */
 static void cache_damaged(struct mailbox_cache *c, const char *why)
@@ -394,7 +424,7 @@ static int cache_catch_up(struct mailbox *box, struct mailbox_cache *c)
 		cache_forget_file(box, c);
 	if (c->fd < 0) {
 		c->fd = sio_openat(box->user->sio, box->dir_fd,
-				   MAILBOX_CACHE_FILE, O_RDWR, 0);
+				   MAILBOX_CACHE_FILE, cache_open_flags(box), 0);
 		if (c->fd == -ENOENT) {
 			c->fd = -1;
 			return 0;
@@ -415,6 +445,24 @@ static int cache_catch_up(struct mailbox *box, struct mailbox_cache *c)
 	return cache_read_to(box, c, c->seen_size);
 }
 
+/* cache_stat - stat the file by name. On NFS by opening it: a stat may
+   be answered from the client's caches, with the attributes of a file
+   another node has replaced since (close-to-open consistency). */
+static int cache_stat(struct mailbox *box, struct stat *st_r)
+{
+	struct sio *sio = box->user->sio;
+	int fd, ret;
+
+	if (!box->user->store->spool_nfs)
+		return sio_fstatat(sio, box->dir_fd, MAILBOX_CACHE_FILE, st_r, 0);
+	fd = sio_openat(sio, box->dir_fd, MAILBOX_CACHE_FILE, O_RDONLY, 0);
+	if (fd < 0)
+		return fd;
+	ret = sio_fstat(sio, fd, st_r);
+	(void)sio_close(sio, fd);
+	return ret;
+}
+
 /* mailbox_cache_note_locked - remember what the file holds now (lock
    held: these records are complete) */
 void mailbox_cache_note_locked(struct mailbox *box)
@@ -423,8 +471,8 @@ void mailbox_cache_note_locked(struct mailbox *box)
 	struct stat st;
 	int ret;
 
-	ret = sio_fstatat(box->user->sio, box->dir_fd, MAILBOX_CACHE_FILE,
-			  &st, 0);
+	cache_window_drop(c);
+	ret = cache_stat(box, &st);
 	c->seen_exists = ret == 0 && S_ISREG(st.st_mode);
 	if (ret < 0 && ret != -ENOENT)
 		log_warn("store %s: mailbox %s: stat %s: %s", box->user->name,
@@ -436,17 +484,46 @@ void mailbox_cache_note_locked(struct mailbox *box)
 	}
 }
 
-/* cache_read_record - pread and check the record at offset; its data
+/* cache_window - size bytes of the file at where from the read-ahead
+   window, reading a new one from where if they are not in it; NULL when
+   they cannot be (more than a window, past the indexed part, an error) */
+static const uint8_t *cache_window(struct mailbox *box,
+				   struct mailbox_cache *c, uint64_t where,
+				   size_t size)
+{
+	uint64_t avail;
+	ssize_t n;
+
+	if (c->win != NULL && where >= c->win_start &&
+	    where + size <= c->win_start + c->win_len)
+		return c->win + (where - c->win_start);
+	if (where >= c->read_offset || size > CACHE_WINDOW)
+		return NULL;
+	avail = c->read_offset - where;
+	if (c->win == NULL)
+		c->win = mem_realloc(NULL, CACHE_WINDOW);
+	n = sio_pread(box->user->sio, c->fd, c->win,
+		      avail < CACHE_WINDOW ? (size_t)avail : CACHE_WINDOW, where);
+	c->win_start = where;
+	c->win_len = n > 0 ? (size_t)n : 0;
+	return c->win_len >= size ? c->win : NULL;
+}
+
+/* cache_read_record - read and check the record at offset; its data
    into c->buf. */
 static bool cache_read_record(struct mailbox *box, struct mailbox_cache *c,
 			      const struct cache_entry *e, size_t *size_r)
 {
+	const uint8_t *win;
 	uint8_t head[CACHE_REC_HEAD];
 	uint32_t uid, len, sum, want;
 	ssize_t n;
 
-	n = sio_pread(box->user->sio, c->fd, head, sizeof(head), e->where);
-	if (n != CACHE_REC_HEAD)
+	win = cache_window(box, c, e->where, CACHE_REC_HEAD);
+	if (win != NULL)
+		memcpy(head, win, CACHE_REC_HEAD);
+	else if (sio_pread(box->user->sio, c->fd, head, sizeof(head),
+			   e->where) != CACHE_REC_HEAD)
 		return false;
 	memcpy(&uid, head, 4);
 	memcpy(&len, head + 5, 4);
@@ -456,10 +533,15 @@ static bool cache_read_record(struct mailbox *box, struct mailbox_cache *c,
 		c->buf_alloc = (size_t)len + 4;
 		c->buf = mem_realloc(c->buf, c->buf_alloc);
 	}
-	n = sio_pread(box->user->sio, c->fd, c->buf, (size_t)len + 4,
-		      e->where + CACHE_REC_HEAD);
-	if (n != (ssize_t)len + 4)
-		return false;
+	win = cache_window(box, c, e->where, CACHE_REC_HEAD + (size_t)len + 4);
+	if (win != NULL) {
+		memcpy(c->buf, win + CACHE_REC_HEAD, (size_t)len + 4);
+	} else {
+		n = sio_pread(box->user->sio, c->fd, c->buf, (size_t)len + 4,
+			      e->where + CACHE_REC_HEAD);
+		if (n != (ssize_t)len + 4)
+			return false;
+	}
 	memcpy(&want, c->buf + len, 4);
 	sum = cache_crc(cache_crc(0, head, sizeof(head)), c->buf, len);
 	*size_r = len;
@@ -665,7 +747,8 @@ static int cache_rewrite(struct mailbox *box, struct mailbox_cache *c,
 	cache_frame_pending(box, c, &b, 0);
 	store_unique_name(box->user->store, unique);
 	snprintf(tmp, sizeof(tmp), "tmp/%s", unique);
-	fd = sio_openat(sio, box->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL, 0600);
+	fd = sio_openat(sio, box->dir_fd, tmp,
+			cache_open_flags(box) | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		free(b.data);
 		return fd;
@@ -683,6 +766,7 @@ static int cache_rewrite(struct mailbox *box, struct mailbox_cache *c,
 	}
 	if (c->fd >= 0)
 		(void)sio_close(sio, c->fd);
+	cache_window_drop(c);
 	c->fd = fd;
 	c->dev = c->seen_dev = st.st_dev;
 	c->ino = c->seen_ino = st.st_ino;
