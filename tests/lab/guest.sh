@@ -235,7 +235,11 @@ ocfs2_mount() {
 nfs_server() {
 	mkdir -p /srv/nfs /var/lib/nfs/v4recovery
 	mountpoint -q /proc/fs/nfsd || mount -t nfsd nfsd /proc/fs/nfsd || return 1
-	echo 10 >/proc/fs/nfsd/nfsv4leasetime
+	# A short grace period (new locks wait for it after nfsd starts);
+	# the lease stays long (60 s): a client whose renewal is late under
+	# emulation would otherwise lose its locks to the other one while its
+	# processes still write under them.
+	echo 60 >/proc/fs/nfsd/nfsv4leasetime
 	echo 10 >/proc/fs/nfsd/nfsv4gracetime
 	echo "/srv/nfs $net.0/24(rw,sync,no_subtree_check,no_root_squash,fsid=1)" >/etc/exports
 	exportfs -ra || return 1
@@ -350,6 +354,8 @@ torture_start() {
 	mkdir -p "$dir/journal" "$dir/logs"
 	# fcntl is torture's own default (and older builds know no option)
 	[ "$backend" = fcntl ] || opt=(--lock-backend "$backend")
+	# the host's LAB_TORTURE_DEBUG: the store's debug lines in the logs
+	[ -e /lab/torture-debug ] && opt+=(--debug)
 	(
 		"$bin/torture" --run --spool "$spool" \
 			--users alice@torture.test,bob@torture.test --node "$node" \
@@ -427,6 +433,7 @@ nfs-server) nfs_server ;;
 ocfs2-mkfs) ocfs2_mkfs ;;
 ocfs2-mount) ocfs2_mount ;;
 nfs-mount) nfs_mount "$@" ;;
+dmesg-save) dmesg >"$out/dmesg-$1.txt" 2>&1 ;;
 cm-stop) cm_stop ;;
 useradd) cm_useradd "$@" ;;
 ctl) ctl "$@" ;;

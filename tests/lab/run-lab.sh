@@ -24,6 +24,7 @@
 #   LAB_FAILOVER_LIMIT  test (f): seconds from the kill until the VIP
 #                answers IMAP on a survivor (default 120, for TCG)
 #   LAB_TORTURE  torture binary (default: top_builddir's)
+#   LAB_TORTURE_DEBUG  set: the torture processes log at debug level
 #   top_builddir, top_srcdir: set by make check-lab
 #
 # Exit: 0 all passed, 1 a failure, 77 skipped (qemu cannot run here).
@@ -106,6 +107,7 @@ mkdir -p "$lab_dir"
 run=$(mktemp -d "$lab_dir/run.XXXXXX") || exit 1
 share=$run/share
 mkdir -p "$share/tests/lab" "$share/bin" "$share/out"
+[ -n "${LAB_TORTURE_DEBUG:-}" ] && touch "$share/torture-debug"
 cp "$lab_src"/*.sh "$lab_src"/*.py "$share/tests/lab/"
 # test (f): the fence agent and the OCF agent, installed by pcmk-start
 mkdir -p "$share/pacemaker"
@@ -508,6 +510,9 @@ test_nfs() {
 	in_ns python3 "$lab_src/lab_protocol.py" --user user1@lab.test \
 		--password labpass1 "$net.2" "$net.3" || fail "protocol test on NFS"
 	test_torture nfs /srv/nfsmail/torture fcntl 2 3
+	vms=(1 2 3)
+	all_guests dmesg-save nfs	# NFS client and server messages, if any
+	vms=(2 3)
 	step "back to GFS2: clustermaild (dlm) on vm2, vm3"
 	all_guests cm-stop
 	if ! { all_guests cm-config dlm /srv/clustermail/spool && all_guests cm-start; }; then
