@@ -777,6 +777,75 @@ START_TEST(test_cache_two_views)
 }
 END_TEST
 
+/* cache_value - a test record for uid: its number, then filler, of a size
+   that varies (some past the read-ahead window of 64 KiB) */
+static size_t cache_value(uint32_t uid, char *buf, size_t size)
+{
+	size_t len = uid == 41 ? 70000 : 40 + (size_t)uid * 97 % 3000;
+
+	ck_assert_uint_le(len, size);
+	memset(buf, 'a' + (int)(uid % 26), len);
+	snprintf(buf, 16, "env-%u-", uid);
+	buf[strlen(buf)] = 'x';
+	return len;
+}
+
+static bool cache_has_value(struct mailbox *box, uint32_t uid)
+{
+	static char want[80000];
+	const void *data;
+	size_t size, len = cache_value(uid, want, sizeof(want));
+
+	return mailbox_cache_lookup(box, uid, MAIL_CACHE_ENVELOPE, &data,
+				    &size) == 1 &&
+		size == len && memcmp(data, want, len) == 0;
+}
+
+/* Lookups read ahead (a window of the file) and must still return each
+   record exactly: in order, backwards, one bigger than the window, and
+   records another node appended after the window was read. */
+START_TEST(test_cache_window)
+{
+	struct store_user *a = user_open(&n1, "cachew@example.com");
+	struct store_user *b = user_open(&n2, "cachew@example.com");
+	static char buf[80000];
+	struct mailbox *va, *vb;
+
+	for (int i = 0; i < 60; i++)
+		deliver(a, NULL, "Subject: w\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	for (uint32_t uid = 1; uid <= 41; uid++)
+		mailbox_cache_add(va, uid, MAIL_CACHE_ENVELOPE, buf,
+				  cache_value(uid, buf, sizeof(buf)));
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	for (uint32_t uid = 1; uid <= 41; uid++)
+		ck_assert_msg(cache_has_value(vb, uid), "UID %u in order", uid);
+	for (uint32_t uid = 41; uid >= 1; uid--)
+		ck_assert_msg(cache_has_value(vb, uid), "UID %u backwards", uid);
+	ck_assert(!cache_has_value(vb, 42));
+	/* The window now starts at UID 5's record; another node appends. */
+	ck_assert(cache_has_value(vb, 5));
+	for (uint32_t uid = 42; uid <= 60; uid++)
+		mailbox_cache_add(va, uid, MAIL_CACHE_ENVELOPE, buf,
+				  cache_value(uid, buf, sizeof(buf)));
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);
+	ck_assert(cache_has_value(vb, 6));
+	ck_assert(!cache_has_value(vb, 42));	/* not before our next sync */
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	for (uint32_t uid = 60; uid >= 1; uid--)
+		ck_assert_msg(cache_has_value(vb, uid), "UID %u after sync", uid);
+	for (uint32_t uid = 1; uid <= 60; uid++)
+		ck_assert_msg(cache_has_value(va, uid), "UID %u, writer", uid);
+	mailbox_close(&va);
+	mailbox_close(&vb);
+	ck_assert_uint_eq(check_problems(a, "INBOX"), 0);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
 START_TEST(test_cache_other_process)
 {
 	struct store_user *a = user_open(&n1, "cache2@example.com");
@@ -1837,6 +1906,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_estale_is_temporary);
 	tcase_add_test(tc, test_cache_two_views);
 	tcase_add_test(tc, test_cache_other_process);
+	tcase_add_test(tc, test_cache_window);
 	tcase_add_test(tc, test_cache_damage);
 	tcase_add_test(tc, test_writer_died);
 	tcase_add_test(tc, test_cache_uidvalidity);
