@@ -455,12 +455,17 @@ static int cache_stat(struct mailbox *box, struct stat *st_r)
 
 	if (!box->user->store->spool_nfs)
 		return sio_fstatat(sio, box->dir_fd, MAILBOX_CACHE_FILE, st_r, 0);
-	fd = sio_openat(sio, box->dir_fd, MAILBOX_CACHE_FILE, O_RDONLY, 0);
-	if (fd < 0)
-		return fd;
-	ret = sio_fstat(sio, fd, st_r);
-	(void)sio_close(sio, fd);
-	return ret;
+	/* ESTALE: another node replaced the file between the open and the
+	   fstat; the next open finds the new one. */
+	for (int tries = 0;; tries++) {
+		fd = sio_openat(sio, box->dir_fd, MAILBOX_CACHE_FILE, O_RDONLY, 0);
+		if (fd < 0)
+			return fd;
+		ret = sio_fstat(sio, fd, st_r);
+		(void)sio_close(sio, fd);
+		if (ret != -ESTALE || tries == 2)
+			return ret;
+	}
 }
 
 /* mailbox_cache_note_locked - remember what the file holds now (lock
