@@ -1191,6 +1191,34 @@ static int log_open_flags(const struct mailbox *box)
 	return O_RDWR | (box->user->store->spool_nfs ? O_DIRECT : 0);
 }
 
+/* log_names_fresh_nfs - on NFS, before the metadata files are opened by
+   name under a new lock: close our descriptor of the log (noting which
+   file it was in *dev_r, *ino_r; 0 if none) and make the client ask the
+   server for the directory's attributes, so that it drops names it
+   cached under it if another node changed them. Without this an open by
+   name could return the log that another node had replaced by a
+   compaction while the index was already the new one (seen in the lab:
+   a node then compacted from the stale log, and the other node's newer
+   records were gone). */
+static void log_names_fresh_nfs(struct mailbox *box, dev_t *dev_r,
+				ino_t *ino_r)
+{
+	struct sio *sio = box->user->sio;
+	struct stat st;
+
+	*dev_r = 0;
+	*ino_r = 0;
+	if (box->log_fd >= 0) {
+		if (sio_fstat(sio, box->log_fd, &st) == 0) {
+			*dev_r = st.st_dev;
+			*ino_r = st.st_ino;
+		}
+		(void)sio_close(sio, box->log_fd);
+		box->log_fd = -1;
+	}
+	(void)sio_fstat_fresh(sio, box->dir_fd, &st);
+}
+
 /* log_fd_is - is fd (just opened by name) the file box->log_fd is open
    on? False too when the old one is gone (ESTALE on NFS). */
 static bool log_fd_is(struct mailbox *box, int fd)
@@ -1289,6 +1317,12 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 	int fd, ret;
 
 	view_reset_state(box);
+	if (box->user->store->spool_nfs) {
+		dev_t dev;
+		ino_t ino;
+
+		log_names_fresh_nfs(box, &dev, &ino);
+	}
 	fd = sio_openat(sio, box->dir_fd, MAILBOX_INDEX_FILE, O_RDONLY, 0);
 	if (fd < 0) {
 		if (fd != -ENOENT)
@@ -1759,9 +1793,15 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 
 	/* With writer marks (NFS) the header is read every time. */
 	if (box->user->store->log_writer_mark || !stamp_matches(box)) {
+		bool nfs = box->user->store->spool_nfs, same;
 		uint32_t uidvalidity, gen;
+		dev_t old_dev = 0;
+		ino_t old_ino = 0;
+		struct stat st;
 		int fd;
 
+		if (nfs)
+			log_names_fresh_nfs(box, &old_dev, &old_ino);
 		fd = sio_openat(sio, box->dir_fd, MAILBOX_LOG_FILE, log_open_flags(box), 0);
 		if (fd == -ENOENT) {
 			ret = STORE_ERR_CORRUPT;
@@ -1774,10 +1814,18 @@ static int mailbox_sync_locked(struct mailbox *box, enum lock_mode mode)
 			if (ret == STORE_ERR_CORRUPT)
 				reason = "bad log header";
 		}
-		if (ret == STORE_OK && box->loaded && gen == box->log_gen &&
-		    uidvalidity == box->uidvalidity && log_fd_is(box, fd)) {
-			/* Same log: keep our fd (same file) and read the tail. */
-			(void)sio_close(sio, fd);
+		same = ret == STORE_OK && box->loaded && gen == box->log_gen &&
+			uidvalidity == box->uidvalidity &&
+			(!nfs ? log_fd_is(box, fd) :
+			 old_ino != 0 && sio_fstat(sio, fd, &st) == 0 &&
+			 st.st_dev == old_dev && st.st_ino == old_ino);
+		if (same) {
+			/* Same log: keep one descriptor of it (on NFS the new
+			   one; ours was closed) and read the tail. */
+			if (nfs)
+				box->log_fd = fd;
+			else
+				(void)sio_close(sio, fd);
 			if (box->log_offset != UINT64_MAX) {
 				ret = log_read_tail(box, &torn);
 				if (ret == STORE_ERR_CORRUPT)

@@ -458,6 +458,28 @@ int sio_fstat(struct sio *sio, int fd, struct stat *st_r)
 	return sio_syscall_result(ret);
 }
 
+int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r)
+{
+	int fault = sio_fault(sio, SIO_OP_FSTAT);
+
+	if (fault < 0)
+		return fault;
+	struct coro *coro = sio_coro(sio);
+	struct statx stx;
+	int ret;
+
+	if (coro != NULL)
+		return sio_statx(sio, coro, fd, "",
+				 AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, st_r);
+	do {
+		ret = statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC,
+			    STATX_BASIC_STATS, &stx);
+	} while (ret < 0 && errno == EINTR);
+	if (ret == 0)
+		sio_statx_to_stat(&stx, st_r);
+	return sio_syscall_result(ret);
+}
+
 static int sio_fstatat_once(struct sio *sio, int dirfd, const char *path,
 			    struct stat *st_r, int flags)
 {

@@ -56,6 +56,10 @@ int sio_fsync(struct sio *sio, int fd, bool datasync);
 /* fsync of a directory given by path (opened O_RDONLY|O_DIRECTORY). */
 int sio_fsync_dir(struct sio *sio, int dirfd, const char *path);
 int sio_fstat(struct sio *sio, int fd, struct stat *st_r);
+/* fstat that asks the file system, not its caches (statx with
+   AT_STATX_FORCE_SYNC): on NFS a GETATTR, which also makes the client
+   drop names it cached under a directory that changed. */
+int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r);
 int sio_fstatat(struct sio *sio, int dirfd, const char *path,
 		struct stat *st_r, int flags);
 int sio_ftruncate(struct sio *sio, int fd, uint64_t size);

@@ -232,6 +232,10 @@ static void script_file_io(struct script *s, int fd)
 	expect(s, "ftruncate", sio_ftruncate(s->sio, fd, 50), 0);
 	expect(s, "fstat truncated", sio_fstat(s->sio, fd, &st), 0);
 	expect(s, "truncated size", st.st_size, 50);
+	memset(&st, 0, sizeof(st));
+	expect(s, "fstat fresh", sio_fstat_fresh(s->sio, fd, &st), 0);
+	expect(s, "fresh size", st.st_size, 50);
+	expect(s, "fresh regular", S_ISREG(st.st_mode), 1);
 	free(big);
 	free(back);
 }
@@ -268,6 +272,8 @@ static void script_files(struct script *s)
 	expect(s, "pread bad fd", sio_pread(s->sio, -1, &st, 1, 0), -EBADF);
 	expect(s, "fsync bad fd", sio_fsync(s->sio, -1, false), -EBADF);
 	expect(s, "fstat bad fd", sio_fstat(s->sio, -1, &st), -EBADF);
+	expect(s, "fstat fresh bad fd", sio_fstat_fresh(s->sio, -1, &st),
+	       -EBADF);
 	expect(s, "ftruncate bad fd", sio_ftruncate(s->sio, -1, 0), -EBADF);
 }
 
