@@ -885,6 +885,18 @@ void mailbox_cache_write_locked(struct mailbox *box, bool log_compacted)
 }
 
 /* mailbox_cache_flush - write the adds now if EX is free */
+int mailbox_cache_flush_wait(struct mailbox *box)
+{
+	int ret;
+
+	if (box->cache == NULL || box->cache->pending_count == 0)
+		return STORE_OK;
+	if ((ret = mailbox_lock(box, LOCK_MODE_EX)) < 0)
+		return ret;
+	mailbox_unlock(box);
+	return STORE_OK;
+}
+
 int mailbox_cache_flush(struct mailbox *box)
 {
 	int ret;

@@ -500,6 +500,9 @@ void mailbox_cache_add(struct mailbox *box, uint32_t uid,
    waits). Returns STORE_OK (also when it was busy: the adds stay pending)
    or an error. */
 int mailbox_cache_flush(struct mailbox *box);
+/* The same, waiting for the lock if there is anything to write: for a
+   view about to be closed, whose adds would otherwise be lost. */
+int mailbox_cache_flush_wait(struct mailbox *box);
 
 /* ---- check and rebuild (clustermailctl index) -------------------------- */
 

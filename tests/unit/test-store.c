@@ -846,6 +846,66 @@ START_TEST(test_cache_window)
 }
 END_TEST
 
+/* A busy lock leaves the adds pending (mailbox_cache_flush never waits);
+   mailbox_cache_flush_wait(), for a view about to close, waits for the
+   lock (here held by another process for 300 ms) and writes them. */
+START_TEST(test_cache_flush_wait)
+{
+	struct store_user *a = user_open(&n1, "cachefw@example.com");
+	struct store_user *b = user_open(&n2, "cachefw@example.com");
+	struct mailbox *va, *vb;
+	struct timespec t0, t1;
+	int pipefd[2], status;
+	char c;
+	pid_t pid;
+
+	deliver(a, NULL, "Subject: f\n\nx\n", 0);
+	ck_assert_int_eq(mailbox_open(a, "INBOX", 0, &va), 0);
+	ck_assert_int_eq(mailbox_open(b, "INBOX", 0, &vb), 0);
+	ck_assert_int_eq(pipe(pipefd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct node n3;
+		struct store_user *c3;
+		struct mailbox *vc;
+		const char *error;
+
+		close(pipefd[0]);
+		node_init(&n3, "node3");
+		if (store_user_open(n3.store, n3.sio, "cachefw@example.com", 0,
+				    &c3, &error) != 0 ||
+		    mailbox_open(c3, "INBOX", 0, &vc) != 0 ||
+		    mailbox_lock(vc, LOCK_MODE_PR) != 0)
+			_exit(1);
+		(void)write(pipefd[1], "L", 1);
+		usleep(300 * 1000);
+		mailbox_unlock(vc);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	ck_assert_int_eq(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	mailbox_cache_add(va, 1, MAIL_CACHE_ENVELOPE, "envf", 4);
+	ck_assert_int_eq(mailbox_cache_flush(va), 0);	/* busy: kept */
+	ck_assert(cache_has(va, 1, MAIL_CACHE_ENVELOPE, "envf"));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(mailbox_cache_flush_wait(va), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* It waited for the holder, then wrote: another node sees it. */
+	ck_assert_int_ge((t1.tv_sec - t0.tv_sec) * 1000 +
+			 (t1.tv_nsec - t0.tv_nsec) / 1000000, 100);
+	ck_assert_int_eq(mailbox_sync(vb, 0, NULL), 0);
+	ck_assert(cache_has(vb, 1, MAIL_CACHE_ENVELOPE, "envf"));
+	mailbox_close(&va);
+	mailbox_close(&vb);
+	store_user_close(&a);
+	store_user_close(&b);
+}
+END_TEST
+
 START_TEST(test_cache_other_process)
 {
 	struct store_user *a = user_open(&n1, "cache2@example.com");
@@ -1907,6 +1967,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_cache_two_views);
 	tcase_add_test(tc, test_cache_other_process);
 	tcase_add_test(tc, test_cache_window);
+	tcase_add_test(tc, test_cache_flush_wait);
 	tcase_add_test(tc, test_cache_damage);
 	tcase_add_test(tc, test_writer_died);
 	tcase_add_test(tc, test_cache_uidvalidity);

@@ -1155,6 +1155,11 @@ static int session_greet(struct imap_session *s)
    coroutine) */
 static void session_cleanup(struct imap_session *s)
 {
+	/* Parses this session added to the message cache and could not
+	   write yet (the lock was busy each time) would be lost with the
+	   view; not when shutting down, which must not wait for locks. */
+	if (s->client.box != NULL && !s->shutdown)
+		(void)mailbox_cache_flush_wait(s->client.box);
 	imap_client_unselect(&s->client);
 	if (s->client.store_user != NULL)
 		store_user_close(&s->client.store_user);
