@@ -226,8 +226,6 @@ static void cache_pending_clear(struct mailbox_cache *c)
 	c->pending_bytes = 0;
 }
 
-/* cache_forget_file - close the file and drop its entries (pending adds
-   stay) */
 /* cache_window_drop - forget the read-ahead window */
 static void cache_window_drop(struct mailbox_cache *c)
 {
@@ -236,6 +234,8 @@ static void cache_window_drop(struct mailbox_cache *c)
 	c->win_len = 0;
 }
 
+/* cache_forget_file - close the file and drop its entries (pending adds
+   stay) */
 static void cache_forget_file(struct mailbox *box, struct mailbox_cache *c)
 {
 	if (c->fd >= 0)
@@ -445,27 +445,16 @@ static int cache_catch_up(struct mailbox *box, struct mailbox_cache *c)
 	return cache_read_to(box, c, c->seen_size);
 }
 
-/* cache_stat - stat the file by name. On NFS by opening it: a stat may
-   be answered from the client's caches, with the attributes of a file
-   another node has replaced since (close-to-open consistency). */
+/* cache_stat - stat the file by name; on NFS by opening it, for the
+   attributes of the file that is there now, not of one another node has
+   replaced since */
 static int cache_stat(struct mailbox *box, struct stat *st_r)
 {
-	struct sio *sio = box->user->sio;
-	int fd, ret;
-
 	if (!box->user->store->spool_nfs)
-		return sio_fstatat(sio, box->dir_fd, MAILBOX_CACHE_FILE, st_r, 0);
-	/* ESTALE: another node replaced the file between the open and the
-	   fstat; the next open finds the new one. */
-	for (int tries = 0;; tries++) {
-		fd = sio_openat(sio, box->dir_fd, MAILBOX_CACHE_FILE, O_RDONLY, 0);
-		if (fd < 0)
-			return fd;
-		ret = sio_fstat(sio, fd, st_r);
-		(void)sio_close(sio, fd);
-		if (ret != -ESTALE || tries == 2)
-			return ret;
-	}
+		return sio_fstatat(box->user->sio, box->dir_fd,
+				   MAILBOX_CACHE_FILE, st_r, 0);
+	return sio_fstatat_open(box->user->sio, box->dir_fd,
+				MAILBOX_CACHE_FILE, 0, st_r);
 }
 
 /* mailbox_cache_note_locked - remember what the file holds now (lock
@@ -884,14 +873,19 @@ void mailbox_cache_write_locked(struct mailbox *box, bool log_compacted)
 	cache_after_write(box, c, ret >= 0);
 }
 
-/* mailbox_cache_flush - write the adds now if EX is free */
-int mailbox_cache_flush_wait(struct mailbox *box)
+/* cache_flush - write the adds now: if EX is free (wait false), or
+   waiting for it */
+static int cache_flush(struct mailbox *box, bool wait)
 {
 	int ret;
 
 	if (box->cache == NULL || box->cache->pending_count == 0)
 		return STORE_OK;
-	if ((ret = mailbox_lock(box, LOCK_MODE_EX)) < 0)
+	ret = wait ? mailbox_lock(box, LOCK_MODE_EX) :
+		mailbox_lock_try(box, LOCK_MODE_EX);
+	if (ret == MAILBOX_LOCK_BUSY)
+		return STORE_OK;
+	if (ret < 0)
 		return ret;
 	mailbox_unlock(box);
 	return STORE_OK;
@@ -899,15 +893,10 @@ int mailbox_cache_flush_wait(struct mailbox *box)
 
 int mailbox_cache_flush(struct mailbox *box)
 {
-	int ret;
+	return cache_flush(box, false);
+}
 
-	if (box->cache == NULL || box->cache->pending_count == 0)
-		return STORE_OK;
-	ret = mailbox_lock_try(box, LOCK_MODE_EX);
-	if (ret == MAILBOX_LOCK_BUSY)
-		return STORE_OK;
-	if (ret < 0)
-		return ret;
-	mailbox_unlock(box);
-	return STORE_OK;
+int mailbox_cache_flush_wait(struct mailbox *box)
+{
+	return cache_flush(box, true);
 }

@@ -1193,9 +1193,9 @@ static int log_open_flags(const struct mailbox *box)
 
 /* log_names_fresh_nfs - on NFS, before the metadata files are opened by
    name under a new lock: close our descriptor of the log (noting which
-   file it was in *dev_r, *ino_r; 0 if none) and make the client ask the
-   server for the directory's attributes, so that it drops names it
-   cached under it if another node changed them. Without this an open by
+   file it was in *dev_r, *ino_r if not NULL; 0 if none) and make the
+   client ask the server for the directory's attributes, so that it
+   drops names it cached under it if another node changed them. Without this an open by
    name could return the log that another node had replaced by a
    compaction while the index was already the new one (seen in the lab:
    a node then compacted from the stale log, and the other node's newer
@@ -1206,10 +1206,12 @@ static void log_names_fresh_nfs(struct mailbox *box, dev_t *dev_r,
 	struct sio *sio = box->user->sio;
 	struct stat st;
 
-	*dev_r = 0;
-	*ino_r = 0;
+	if (dev_r != NULL) {
+		*dev_r = 0;
+		*ino_r = 0;
+	}
 	if (box->log_fd >= 0) {
-		if (sio_fstat(sio, box->log_fd, &st) == 0) {
+		if (dev_r != NULL && sio_fstat(sio, box->log_fd, &st) == 0) {
 			*dev_r = st.st_dev;
 			*ino_r = st.st_ino;
 		}
@@ -1317,12 +1319,8 @@ int mailbox_load(struct mailbox *box, const char **reason_r)
 	int fd, ret;
 
 	view_reset_state(box);
-	if (box->user->store->spool_nfs) {
-		dev_t dev;
-		ino_t ino;
-
-		log_names_fresh_nfs(box, &dev, &ino);
-	}
+	if (box->user->store->spool_nfs)
+		log_names_fresh_nfs(box, NULL, NULL);
 	fd = sio_openat(sio, box->dir_fd, MAILBOX_INDEX_FILE, O_RDONLY, 0);
 	if (fd < 0) {
 		if (fd != -ENOENT)
@@ -2139,24 +2137,6 @@ static void mailbox_new_to_cur(struct mailbox *box, const char *name,
 			 box->name, src, strerror(-ret));
 }
 
-/* mailbox_dir_open_stat - open subdir, fstat it, close it: on NFS the
-   open makes the client revalidate its cached attributes and entries
-   (close-to-open consistency), where a plain stat may be answered from
-   the attribute cache */
-static int mailbox_dir_open_stat(struct mailbox *box, const char *subdir,
-				 struct stat *st_r)
-{
-	struct sio *sio = box->user->sio;
-	int fd, ret;
-
-	fd = sio_openat(sio, box->dir_fd, subdir, O_RDONLY | O_DIRECTORY, 0);
-	if (fd < 0)
-		return fd;
-	ret = sio_fstat(sio, fd, st_r);
-	(void)sio_close(sio, fd);
-	return ret;
-}
-
 /* mailbox_dir_revalidate - on NFS, make the client revalidate subdir;
    nothing to do elsewhere */
 static void mailbox_dir_revalidate(struct mailbox *box, const char *subdir)
@@ -2164,15 +2144,18 @@ static void mailbox_dir_revalidate(struct mailbox *box, const char *subdir)
 	struct stat st;
 
 	if (box->user->store->spool_nfs)
-		(void)mailbox_dir_open_stat(box, subdir, &st);
+		(void)sio_fstatat_open(box->user->sio, box->dir_fd, subdir,
+				       O_DIRECTORY, &st);
 }
 
-/* mailbox_new_stat - stat new/ with fresh attributes */
+/* mailbox_new_stat - stat new/ with fresh attributes (on NFS an open
+   revalidates them, where a stat may be answered from the cache) */
 static int mailbox_new_stat(struct mailbox *box, struct stat *st_r)
 {
 	if (!box->user->store->spool_nfs)
 		return sio_fstatat(box->user->sio, box->dir_fd, "new", st_r, 0);
-	return mailbox_dir_open_stat(box, "new", st_r);
+	return sio_fstatat_open(box->user->sio, box->dir_fd, "new",
+				O_DIRECTORY, st_r);
 }
 
 /* mailbox_new_settled - was new/'s last change long enough ago that any

@@ -441,24 +441,10 @@ static int sio_statx(struct sio *sio, struct coro *coro, int dirfd,
 	return ret;
 }
 
-int sio_fstat(struct sio *sio, int fd, struct stat *st_r)
-{
-	int fault = sio_fault(sio, SIO_OP_FSTAT);
-
-	if (fault < 0)
-		return fault;
-	struct coro *coro = sio_coro(sio);
-	int ret;
-
-	if (coro != NULL)
-		return sio_statx(sio, coro, fd, "", AT_EMPTY_PATH, st_r);
-	do {
-		ret = fstat(fd, st_r);
-	} while (ret < 0 && errno == EINTR);
-	return sio_syscall_result(ret);
-}
-
-int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r)
+/* sio_fstat_flags - fstat through statx; sync_flag 0 or
+   AT_STATX_FORCE_SYNC */
+static int sio_fstat_flags(struct sio *sio, int fd, int sync_flag,
+			   struct stat *st_r)
 {
 	int fault = sio_fault(sio, SIO_OP_FSTAT);
 
@@ -469,15 +455,46 @@ int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r)
 	int ret;
 
 	if (coro != NULL)
-		return sio_statx(sio, coro, fd, "",
-				 AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, st_r);
+		return sio_statx(sio, coro, fd, "", AT_EMPTY_PATH | sync_flag,
+				 st_r);
 	do {
-		ret = statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC,
+		ret = statx(fd, "", AT_EMPTY_PATH | sync_flag,
 			    STATX_BASIC_STATS, &stx);
 	} while (ret < 0 && errno == EINTR);
 	if (ret == 0)
 		sio_statx_to_stat(&stx, st_r);
 	return sio_syscall_result(ret);
+}
+
+int sio_fstat(struct sio *sio, int fd, struct stat *st_r)
+{
+	return sio_fstat_flags(sio, fd, 0, st_r);
+}
+
+int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r)
+{
+	return sio_fstat_flags(sio, fd, AT_STATX_FORCE_SYNC, st_r);
+}
+
+/* sio_fstatat_open - stat path by opening it (open_flags | O_RDONLY) and
+   fstat()ing the descriptor: on NFS the open revalidates the attributes
+   (close-to-open consistency) where a plain stat may be answered from
+   the client's caches. ESTALE from the fstat (another node replaced the
+   file in between) opens the name again, up to three tries. */
+int sio_fstatat_open(struct sio *sio, int dirfd, const char *path,
+		     int open_flags, struct stat *st_r)
+{
+	int fd, ret;
+
+	for (int tries = 0;; tries++) {
+		fd = sio_openat(sio, dirfd, path, O_RDONLY | open_flags, 0);
+		if (fd < 0)
+			return fd;
+		ret = sio_fstat(sio, fd, st_r);
+		(void)sio_close(sio, fd);
+		if (ret != -ESTALE || tries == 2)
+			return ret;
+	}
 }
 
 static int sio_fstatat_once(struct sio *sio, int dirfd, const char *path,

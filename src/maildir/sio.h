@@ -60,6 +60,10 @@ int sio_fstat(struct sio *sio, int fd, struct stat *st_r);
    AT_STATX_FORCE_SYNC): on NFS a GETATTR, which also makes the client
    drop names it cached under a directory that changed. */
 int sio_fstat_fresh(struct sio *sio, int fd, struct stat *st_r);
+/* stat by opening path (O_RDONLY | open_flags): fresh attributes on NFS
+   (close-to-open); an ESTALE between the open and the fstat is retried */
+int sio_fstatat_open(struct sio *sio, int dirfd, const char *path,
+		     int open_flags, struct stat *st_r);
 int sio_fstatat(struct sio *sio, int dirfd, const char *path,
 		struct stat *st_r, int flags);
 int sio_ftruncate(struct sio *sio, int fd, uint64_t size);

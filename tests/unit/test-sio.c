@@ -286,6 +286,18 @@ static void script_names(struct script *s)
 	expect(s, "fstatat size", st.st_size, 50);
 	expect(s, "fstatat missing",
 	       sio_fstatat(s->sio, s->dirfd, "d/nope", &st, 0), -ENOENT);
+	memset(&st, 0, sizeof(st));
+	expect(s, "fstatat by open",
+	       sio_fstatat_open(s->sio, s->dirfd, "d/f", 0, &st), 0);
+	expect(s, "fstatat by open size", st.st_size, 50);
+	expect(s, "fstatat by open dir",
+	       sio_fstatat_open(s->sio, s->dirfd, "d", O_DIRECTORY, &st), 0);
+	expect(s, "fstatat by open is dir", S_ISDIR(st.st_mode), 1);
+	expect(s, "fstatat by open not dir",
+	       sio_fstatat_open(s->sio, s->dirfd, "d/f", O_DIRECTORY, &st),
+	       -ENOTDIR);
+	expect(s, "fstatat by open missing",
+	       sio_fstatat_open(s->sio, s->dirfd, "d/nope", 0, &st), -ENOENT);
 	expect(s, "linkat", sio_linkat(s->sio, s->dirfd, "d/f", s->dirfd,
 				       "d/g"), 0);
 	expect(s, "linkat exists", sio_linkat(s->sio, s->dirfd, "d/f",
