@@ -490,6 +490,32 @@ test_fence() {
 	sink_pid=
 }
 
+# cm_move BACKEND SPOOL - clustermaild on the VMs in vms moved to SPOOL
+# with lock_backend BACKEND (stopped, configured, started)
+cm_move() {
+	all_guests cm-stop
+	all_guests cm-config "$1" "$2" && all_guests cm-start
+}
+
+# cm_back_to_gfs2 - clustermaild (dlm) on the VMs in vms back on GFS2
+cm_back_to_gfs2() {
+	step "back to GFS2: clustermaild (dlm) on ${vms[*]/#/vm}"
+	cm_move dlm /srv/clustermail/spool || fail "restarting clustermaild on GFS2"
+}
+
+# protocol_on LABEL - a user on the spool clustermaild uses now, and the
+# protocol test over the VMs in vms
+protocol_on() {
+	local addrs=() n
+	guest "${vms[0]}" useradd user1@lab.test labpass1 >/dev/null ||
+		{ fail "user on $1"; return; }
+	for n in "${vms[@]}"; do
+		addrs+=("$net.$n")
+	done
+	in_ns python3 "$lab_src/lab_protocol.py" --user user1@lab.test \
+		--password labpass1 "${addrs[@]}" || fail "protocol test on $1"
+}
+
 # test_nfs - (e) vm1 exports a directory with the kernel NFS server, vm2
 # and vm3 mount it (NFSv4.2, hard) and run clustermaild with the fcntl
 # backend there; then the protocol test and the torture test on it. The
@@ -499,25 +525,17 @@ test_nfs() {
 	guest 1 nfs-server || { fail "NFS server on vm1"; return; }
 	vms=(2 3)
 	all_guests nfs-mount "$net.1" || { fail "NFS mount"; vms=(1 2 3); return; }
-	all_guests cm-stop
-	if ! { all_guests cm-config fcntl /srv/nfsmail/spool &&
-			all_guests cm-start &&
-			guest 2 useradd user1@lab.test labpass1 >/dev/null; }; then
+	if ! cm_move fcntl /srv/nfsmail/spool; then
 		fail "clustermaild on NFS"
 		vms=(1 2 3)
 		return
 	fi
-	in_ns python3 "$lab_src/lab_protocol.py" --user user1@lab.test \
-		--password labpass1 "$net.2" "$net.3" || fail "protocol test on NFS"
+	protocol_on NFS
 	test_torture nfs /srv/nfsmail/torture fcntl 2 3
 	vms=(1 2 3)
 	all_guests dmesg-save nfs	# NFS client and server messages, if any
 	vms=(2 3)
-	step "back to GFS2: clustermaild (dlm) on vm2, vm3"
-	all_guests cm-stop
-	if ! { all_guests cm-config dlm /srv/clustermail/spool && all_guests cm-start; }; then
-		fail "restarting clustermaild on GFS2"
-	fi
+	cm_back_to_gfs2
 	vms=(1 2 3)
 }
 
@@ -526,7 +544,6 @@ test_nfs() {
 # VM; the torture test with the dlm backend on it, then clustermaild
 # (dlm) on it for the protocol test; then back to GFS2
 test_ocfs2() {
-	local addrs=() n
 	step "test (d): OCFS2 on a second shared disk (${#vms[@]} VMs)"
 	guest "${vms[0]}" ocfs2-mkfs >"$run/mkfs-ocfs2.log" 2>&1 ||
 		{ cat "$run/mkfs-ocfs2.log"; fail "mkfs.ocfs2"; return; }
@@ -537,23 +554,12 @@ test_ocfs2() {
 	fi
 	test_torture ocfs2 /srv/ocfs2/torture dlm "${vms[@]}"
 	step "test (d): clustermaild (dlm) on OCFS2, protocol test"
-	all_guests cm-stop
-	if ! { all_guests cm-config dlm /srv/ocfs2/spool &&
-			all_guests cm-start &&
-			guest "${vms[0]}" useradd user1@lab.test labpass1 >/dev/null; }; then
-		fail "clustermaild on OCFS2"
+	if cm_move dlm /srv/ocfs2/spool; then
+		protocol_on OCFS2
 	else
-		for n in "${vms[@]}"; do
-			addrs+=("$net.$n")
-		done
-		in_ns python3 "$lab_src/lab_protocol.py" --user user1@lab.test \
-			--password labpass1 "${addrs[@]}" || fail "protocol test on OCFS2"
+		fail "clustermaild on OCFS2"
 	fi
-	step "back to GFS2: clustermaild (dlm) on ${vms[*]}"
-	all_guests cm-stop
-	if ! { all_guests cm-config dlm /srv/clustermail/spool && all_guests cm-start; }; then
-		fail "restarting clustermaild on GFS2"
-	fi
+	cm_back_to_gfs2
 }
 
 # shellcheck disable=SC2317  # called through wait_until
